@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := work/demo
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/curate init $(DEMO)
+	$(BIN)/curate ingest $(DEMO) data/samples
+	$(BIN)/curate run $(DEMO)
+	$(BIN)/curate verify $(DEMO)/manifest --workspace $(DEMO) --shards
+	$(BIN)/curate export $(DEMO) --out $(DEMO)/export
+
+lint: install
+	$(BIN)/ruff check curate tests benchmarks scripts
+
+test: install lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) work

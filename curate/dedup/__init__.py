@@ -1,0 +1,5 @@
+"""Duplicate detection: exact (normalised-text hash) and near (MinHash LSH)."""
+
+from .exact import ExactDedup
+
+__all__ = ["ExactDedup"]

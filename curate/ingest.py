@@ -1,0 +1,565 @@
+"""Streaming ingest of shards into `documents`, one transaction per shard.
+
+DuckDB reads well-formed shards directly (the fast path). A shard it refuses, or one with bad rows,
+is re-read row by row in Python so that every bad row reaches `quarantine` with its raw bytes and a
+plain error; both paths feed the same SQL, so validation rules exist once.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+MAX_DOC_BYTES = 64 * 1024 * 1024
+RAW_CAP = 1024 * 1024  # quarantine keeps at most this much of a raw row
+BATCH_ROWS = 20_000
+BATCH_BYTES = 64 * 1024 * 1024
+CHUNK = 1 << 20
+# scheme://[userinfo@](host)  -- host lower-cased later; IPv6 literals keep their brackets
+DOMAIN_RE = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]/]*\]|[^:/?#]+)"
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Names of the input fields holding each part of a document."""
+
+    id: str = "id"
+    text: str = "text"
+    url: str = "url"
+    meta: str = "meta"
+
+    def __post_init__(self) -> None:
+        names = [self.id, self.text, self.url, self.meta]
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9_.\- ]{1,128}", name):
+                raise ValueError(f"field name {name!r}: use letters, digits, '_', '.', '-' or spaces")
+        if len(set(names)) != len(names):
+            raise ValueError(f"field names must differ: {names}")
+
+
+@dataclass
+class ShardReport:
+    uri: str
+    status: str  # ingested | partial | failed | skipped | missing
+    shard_id: str | None = None
+    rows: int = 0
+    documents: int = 0
+    quarantined: int = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    shards: list[ShardReport] = field(default_factory=list)
+
+    def count(self, attr: str) -> int:
+        return sum(getattr(s, attr) for s in self.shards)
+
+    @property
+    def documents(self) -> int:
+        return self.count("documents")
+
+    @property
+    def quarantined(self) -> int:
+        return self.count("quarantined")
+
+    def by_status(self, status: str) -> int:
+        return sum(s.status == status for s in self.shards)
+
+
+class CorruptStream(Exception):
+    """The compressed stream ends early or is damaged; rows before it are good."""
+
+
+def shard_format(path: str) -> tuple[str, str | None]:
+    """('jsonl'|'parquet'|'csv', compression or None) from the file name."""
+    name = os.path.basename(path).lower()
+    compression = None
+    for suffix, comp in COMPRESSIONS.items():
+        if name.endswith(suffix):
+            compression, name = comp, name[: -len(suffix)]
+    for suffix, kind in SUFFIXES.items():
+        if name.endswith(suffix):
+            if kind == "parquet" and compression:
+                break
+            return kind, compression
+    raise ValueError(f"{path}: unsupported shard type (use .jsonl[.gz|.zst], .csv[.gz|.zst] or .parquet)")
+
+
+def expand(paths: Sequence[str]) -> list[str]:
+    """Files named, found under directories, or matched by globs; sorted, each once."""
+    out: list[str] = []
+    for p in paths:
+        if any(c in p for c in "*?["):
+            out.extend(sorted(glob.glob(p, recursive=True)))
+        elif os.path.isdir(p):
+            for root, _, files in sorted(os.walk(p)):
+                for f in sorted(files):
+                    try:
+                        shard_format(f)
+                    except ValueError:
+                        continue
+                    out.append(os.path.join(root, f))
+        else:
+            out.append(p)
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def file_sha256(path: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def ingest(
+    ws: Workspace,
+    paths: Sequence[str],
+    fields: Fields = Fields(),
+    max_doc_bytes: int = MAX_DOC_BYTES,
+    progress: bool = False,
+) -> IngestSummary:
+    """Ingest every shard once; a shard already present (same SHA-256) is skipped."""
+    files = expand(paths)
+    summary = IngestSummary()
+    bar = _Progress(len(files), progress)
+    with ws.connect(write=True) as con:
+        for path in files:
+            bar.start(path)
+            summary.shards.append(ingest_shard(con, path, fields, max_doc_bytes))
+            bar.advance()
+    bar.stop()
+    return summary
+
+
+def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_doc_bytes: int) -> ShardReport:
+    uri = os.path.abspath(path)
+    try:
+        kind, compression = shard_format(path)
+        sha, size = file_sha256(path)
+    except (OSError, ValueError) as e:
+        return ShardReport(uri, "missing" if isinstance(e, FileNotFoundError) else "failed", error=str(e))
+    shard_id = sha[:16]
+    if con.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id]).fetchone():
+        return ShardReport(uri, "skipped", shard_id)
+    name = os.path.basename(path)
+    try:
+        # Temp tables live outside the transaction, so a failed fast read does not abort it.
+        whole_file_error = _fill_source(con, path, kind, compression, fields, max_doc_bytes)
+        con.execute("BEGIN")
+        report = _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_error)
+        fmt = kind + (f"+{compression}" if compression else "")
+        con.execute(
+            "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            [shard_id, uri, name, fmt, sha, size, report.rows, report.documents, report.quarantined,
+             {"ingested": "ok"}.get(report.status, report.status)],
+        )
+        con.execute("COMMIT")
+    except FileNotFoundError as e:
+        _rollback(con)
+        return ShardReport(uri, "missing", shard_id, error=f"{path} vanished while being read: {e}")
+    except BaseException:
+        _rollback(con)
+        raise
+    finally:
+        for t in ("_src", "_lines", "_stage"):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+    return report
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass  # no transaction was open
+
+
+# -- reading: every path produces the temp table _src(row, id, text, url, meta, raw, pre_error) ----
+# id/text/url/meta are JSON values (NULL when absent); pre_error is set when the row was unreadable.
+
+
+def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | None:
+    """Fill _src; returns an error when not a single row could be read from the file."""
+    try:
+        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
+        bad = con.execute(f"SELECT count(*) FROM _src WHERE {_field_error(fields, max_doc_bytes)} IS NOT NULL")
+        if bad.fetchone()[0] == 0:
+            return None
+    except duckdb.Error as e:
+        if not os.path.exists(path):
+            raise FileNotFoundError(path) from e
+        if kind == "parquet":
+            return f"cannot read Parquet file: {_first_line(e)}"
+    # Some rows are bad: re-read keeping each raw row for quarantine.
+    con.execute("DROP TABLE IF EXISTS _src")
+    if kind == "parquet":
+        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
+    else:
+        rows = _jsonl_rows(path, compression, max_doc_bytes) if kind == "jsonl" else _csv_rows(
+            path, compression, fields, max_doc_bytes)
+        _load_lines(con, rows)
+        con.execute(f"""CREATE TEMP TABLE _src AS
+            SELECT "row", {", ".join(f"j->{_path(f)} AS {k}" for k, f in _roles(fields))},
+                   left(line, {RAW_CAP}) AS raw,
+                   CASE WHEN pre_error IS NOT NULL THEN pre_error
+                        WHEN j IS NULL THEN 'malformed JSON'
+                        WHEN json_type(j) <> 'OBJECT' THEN 'expected a JSON object, found ' || {_kind('j')}
+                   END AS pre_error
+            FROM (SELECT *, CASE WHEN pre_error IS NULL AND json_valid(line) THEN line::JSON END AS j FROM _lines)""")
+    return None
+
+
+def _roles(fields: Fields) -> list[tuple[str, str]]:
+    return [("id", fields.id), ("text", fields.text), ("url", fields.url), ("meta", fields.meta)]
+
+
+def _path(name: str) -> str:
+    return "'$.\"" + name.replace('"', '\\"').replace("'", "''") + "\"'"
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
+    roles = _roles(fields)
+    if kind == "jsonl":
+        columns = "{" + ", ".join(f"{_lit(f)}: 'JSON'" for _, f in roles) + "}"
+        scan = (f"read_json(?, format='newline_delimited', columns={columns}, "
+                f"maximum_object_size={max_doc_bytes + 65536}) WITH ORDINALITY AS s")
+        select = ", ".join(f's."{f}" AS {k}' for k, f in roles)
+        con.execute(f"""CREATE TEMP TABLE _src AS SELECT ordinality - 1 AS "row", {select},
+                        NULL::VARCHAR AS raw, NULL::VARCHAR AS pre_error FROM {scan}""", [path])
+        return
+    if kind == "csv":
+        scan = (f"read_csv(?, header=true, all_varchar=true, strict_mode=true, "
+                f"max_line_size={max_doc_bytes + 65536}) WITH ORDINALITY AS s")
+    else:
+        scan = "read_parquet(?, file_row_number=true) AS s"
+    desc = con.execute(f"DESCRIBE SELECT * FROM {scan}", [path]).fetchall()
+    types = {name: typ for name, typ, *_ in desc}
+    row = 'ordinality - 1' if kind == "csv" else 'file_row_number'
+    cols, errors = [], []
+    for role, f in roles:
+        if f not in types:
+            cols.append(f"NULL::JSON AS {role}")
+        elif role == "meta" and types[f] == "VARCHAR":
+            # meta as a JSON string (CSV, most Parquet writers)
+            cols.append(f"""CASE WHEN nullif(s."{f}", '') IS NOT NULL AND json_valid(s."{f}")
+                                 THEN s."{f}"::JSON END AS meta""")
+            errors.append(f"""CASE WHEN nullif(s."{f}", '') IS NOT NULL AND NOT json_valid(s."{f}")
+                                   THEN 'field "{f}" is not valid JSON' END""")
+        elif kind == "csv":
+            cols.append(f"to_json(nullif(s.\"{f}\", '')) AS {role}")
+        else:
+            cols.append(f's."{f}"::JSON AS {role}' if types[f] == "JSON" else f'to_json(s."{f}") AS {role}')
+    pre_error = f"coalesce({', '.join(errors)})" if errors else "NULL::VARCHAR"
+    original = ", ".join(f'{_lit(c)}, s."{c}"' for c in types if c != "file_row_number")
+    raw = f"left(json_object({original})::VARCHAR, {RAW_CAP})" if with_raw else "NULL::VARCHAR"
+    con.execute(f"""CREATE TEMP TABLE _src AS SELECT {row} AS "row", {", ".join(cols)},
+                    {raw} AS raw, {pre_error} AS pre_error FROM {scan}""", [path])
+
+
+def _kind(col: str) -> str:
+    """SQL: a JSON value's type in words, for error messages."""
+    return (f"CASE WHEN json_type({col}) IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE') THEN 'a number' "
+            f"WHEN json_type({col}) = 'VARCHAR' THEN 'a string' WHEN json_type({col}) = 'BOOLEAN' THEN 'a boolean' "
+            f"WHEN json_type({col}) = 'ARRAY' THEN 'an array' ELSE 'an object' END")
+
+
+def _field_error(fields: Fields, max_doc_bytes: int) -> str:
+    """SQL: why a row of _src cannot become a document (NULL when it can)."""
+    t, i, u, m = fields.text, fields.id, fields.url, fields.meta
+    return f"""coalesce(pre_error, CASE
+        WHEN text IS NULL OR json_type(text) = 'NULL' THEN 'no "{t}" field (or it is null)'
+        WHEN json_type(text) <> 'VARCHAR' THEN 'field "{t}" is ' || {_kind('text')} || ', not a string'
+        WHEN id IS NOT NULL AND json_type(id) NOT IN ('NULL', 'VARCHAR', 'BIGINT', 'UBIGINT')
+             THEN 'field "{i}" is ' || {_kind('id')} || ', not a string or integer'
+        WHEN json_type(id) = 'VARCHAR' AND (id->>'$') = '' THEN 'field "{i}" is empty'
+        WHEN url IS NOT NULL AND json_type(url) NOT IN ('NULL', 'VARCHAR')
+             THEN 'field "{u}" is ' || {_kind('url')} || ', not a string'
+        WHEN meta IS NOT NULL AND json_type(meta) NOT IN ('NULL', 'OBJECT')
+             THEN 'field "{m}" is ' || {_kind('meta')} || ', not an object'
+        WHEN strlen(text->>'$') > {max_doc_bytes}
+             THEN 'document of ' || strlen(text->>'$') || ' bytes exceeds the limit of {max_doc_bytes} bytes'
+    END)"""
+
+
+def _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_error) -> ShardReport:
+    """Move the good rows of _src into documents and the rest into quarantine."""
+    if whole_file_error:
+        con.execute("INSERT INTO quarantine VALUES (?, ?, NULL, NULL, ?)", [shard_id, uri, whole_file_error])
+        return ShardReport(uri, "failed", shard_id, rows=0, quarantined=1, error=whole_file_error)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT "row", raw, error,
+               CASE WHEN id IS NULL OR json_type(id) = 'NULL' THEN {_lit(name)} || ':' || "row"
+                    ELSE id->>'$' END AS doc_id,
+               CASE WHEN error IS NULL THEN text->>'$' END AS text,
+               CASE WHEN error IS NULL AND json_type(url) = 'VARCHAR' THEN nullif(url->>'$', '') END AS url,
+               CASE WHEN error IS NULL AND json_type(meta) = 'OBJECT' THEN meta END AS meta
+        FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
+    # An id may appear once: later rows of this shard, and rows whose id is already in, are quarantined.
+    con.execute("""UPDATE _stage SET error = 'duplicate id (first seen at row ' || f.first_row || ' of this shard)'
+        FROM (SELECT doc_id, min("row") AS first_row FROM _stage WHERE error IS NULL
+              GROUP BY doc_id HAVING count(*) > 1) f
+        WHERE _stage.doc_id = f.doc_id AND _stage."row" > f.first_row AND _stage.error IS NULL""")
+    con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
+        FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
+    con.execute(f"""INSERT INTO documents
+        SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + row_number() OVER (ORDER BY "row"),
+               ?, "row", url, {domain_sql("url")}, text, sha256(text), meta
+        FROM _stage WHERE error IS NULL""", [shard_id])
+    con.execute(f"""INSERT INTO quarantine
+        SELECT ?, ?, "row",
+               coalesce(raw, CASE WHEN text IS NOT NULL THEN left(json_object(
+                   {_lit(fields.id)}, doc_id, {_lit(fields.text)}, text,
+                   {_lit(fields.url)}, url, {_lit(fields.meta)}, meta)::VARCHAR, {RAW_CAP}) END),
+               error
+        FROM _stage WHERE error IS NOT NULL""", [shard_id, uri])
+    rows, docs = con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage").fetchone()
+    con.execute("DROP TABLE _stage")
+    status = "ingested" if rows == docs else "partial"
+    return ShardReport(uri, status, shard_id, rows=rows, documents=docs, quarantined=rows - docs)
+
+
+def domain_sql(url: str) -> str:
+    """SQL: the lower-cased host of a URL column, without a trailing dot; NULL when there is none."""
+    return f"nullif(rtrim(lower(regexp_extract({url}, '{DOMAIN_RE}', 1)), '.'), '')"
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class _Progress:
+    """A rich progress bar over shards when asked for; silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.description}"),
+                                console=Console(stderr=True), transient=False)
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def start(self, path: str) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=os.path.basename(path))
+
+    def advance(self) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+# -- the row-by-row readers -----------------------------------------------------------------------
+Row = tuple[int, "str | None", "str | None"]  # (row, line, pre_error)
+
+
+def _chunks(path: str, compression: str | None) -> Iterator[bytes]:
+    """Decompressed bytes of a file; raises CorruptStream at a truncated or damaged member/frame."""
+    with open(path, "rb") as f:
+        if compression is None:
+            while chunk := f.read(CHUNK):
+                yield chunk
+            return
+        if compression == "gzip":
+            new = lambda: zlib.decompressobj(wbits=31)  # noqa: E731
+            errors: tuple[type[BaseException], ...] = (zlib.error,)
+        else:
+            import zstandard
+
+            new = zstandard.ZstdDecompressor().decompressobj
+            errors = (zstandard.ZstdError,)
+        dec, started = new(), False
+        while data := f.read(CHUNK):
+            while data:
+                try:
+                    out = dec.decompress(data)
+                except errors as e:
+                    raise CorruptStream(f"damaged {compression} data: {_first_line(e)}") from None
+                started = True
+                if out:
+                    yield out
+                if dec.eof:
+                    data = dec.unused_data
+                    dec, started = new(), False
+                else:
+                    data = b""
+        if started and not dec.eof:
+            raise CorruptStream(f"{compression} stream is truncated (its last member ends early)")
+
+
+def _lines(path: str, compression: str | None, max_bytes: int) -> Iterator[tuple[bytes | None, str | None]]:
+    """Non-blank lines as bytes, or (None, error) for an oversized line or a damaged stream."""
+    buf = bytearray()
+    skipping = False
+    try:
+        for chunk in _chunks(path, compression):
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    if not skipping:
+                        buf += chunk[start:]
+                        if len(buf) > max_bytes:
+                            yield None, f"row longer than the limit of {max_bytes} bytes"
+                            buf.clear()
+                            skipping = True
+                    break
+                if skipping:
+                    skipping = False
+                else:
+                    buf += chunk[start:nl]
+                    if buf.strip():
+                        yield bytes(buf), None
+                buf.clear()
+                start = nl + 1
+    except CorruptStream as e:
+        yield None, f"{e}; rows after this point are lost"
+        return
+    if buf.strip() and not skipping:
+        yield bytes(buf), None
+
+
+def _jsonl_rows(path: str, compression: str | None, max_bytes: int) -> Iterator[Row]:
+    for row, (line, error) in enumerate(_lines(path, compression, max_bytes)):
+        if line is None:
+            yield row, None, error
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield row, line.decode("utf-8", "backslashreplace"), f"invalid UTF-8 at byte {e.start}"
+            continue
+        try:
+            json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:
+            yield row, text, f"malformed JSON: {e}"
+            continue
+        yield row, text, None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _csv_rows(path: str, compression: str | None, fields: Fields, max_bytes: int) -> Iterator[Row]:
+    """CSV rows as JSON objects; invalid UTF-8 is caught per row (surrogateescape)."""
+    import csv
+
+    raw = io.BufferedReader(_IterStream(_chunks(path, compression)))
+    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+    csv.field_size_limit(max_bytes + 65536)
+    reader = csv.reader(text, strict=True)
+    row = 0
+    try:
+        header = next(reader)
+        for values in reader:
+            if not any(values):
+                continue
+            line = json.dumps(dict(zip(header, values, strict=False)), ensure_ascii=False)
+            error = None
+            if len(values) != len(header):
+                error = f"{len(values)} fields where the header has {len(header)}"
+            elif any(_has_surrogate(v) for v in values):
+                error = "invalid UTF-8"
+                line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            else:
+                obj = {k: v for k, v in zip(header, values, strict=True) if v != ""}
+                meta = obj.get(fields.meta)
+                if meta:
+                    try:
+                        obj[fields.meta] = json.loads(meta)
+                    except ValueError:
+                        error = f'field "{fields.meta}" is not valid JSON'
+                line = json.dumps(obj, ensure_ascii=False)
+            yield row, line, error
+            row += 1
+    except (csv.Error, CorruptStream) as e:
+        yield row, None, f"unreadable CSV after row {row - 1}: {e}; rows after this point are lost"
+    except StopIteration:
+        return
+
+
+def _has_surrogate(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class _IterStream(io.RawIOBase):
+    """A raw stream over an iterator of bytes, so that csv can read decompressed chunks."""
+
+    def __init__(self, it: Iterator[bytes]):
+        self.it, self.left = it, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self.left:
+            try:
+                self.left = next(self.it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self.left))
+        b[:n], self.left = self.left[:n], self.left[n:]
+        return n
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, rows: Iterator[Row]) -> None:
+    """Stream rows into the temp table _lines in bounded Arrow batches."""
+    con.execute('CREATE TEMP TABLE _lines ("row" BIGINT, line VARCHAR, pre_error VARCHAR)')
+    schema = pa.schema([("row", pa.int64()), ("line", pa.string()), ("pre_error", pa.string())])
+    batch: list[Row] = []
+    size = 0
+
+    def flush() -> None:
+        if batch:
+            cols = list(zip(*batch, strict=True))
+            tbl = pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(cols, schema, strict=True)],
+                                       schema=schema)
+            con.register("_batch", tbl)
+            con.execute("INSERT INTO _lines SELECT * FROM _batch")
+            con.unregister("_batch")
+            batch.clear()
+
+    for r in rows:
+        batch.append(r)
+        size += len(r[1] or "")
+        if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
+            flush()
+            size = 0
+    flush()
+
+

@@ -1,0 +1,87 @@
+"""Redaction: replace personal-data spans with `<ENTITY_TYPE>` placeholders.
+
+The manifest and the export both call `redacted_outputs`, so the output hash written in the manifest
+is the hash of exactly the text that export writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+
+Span = tuple[int, int, str]  # start, end (code points), entity type
+
+
+def merge(spans: Sequence[Span]) -> list[Span]:
+    """Overlapping or touching spans become one; it keeps the type of the span that starts first
+    (the longer one on a tie), so the placeholder names the outermost finding."""
+    out: list[Span] = []
+    for start, end, kind in sorted(spans, key=lambda s: (s[0], -s[1], s[2])):
+        if out and start <= out[-1][1]:
+            s0, e0, k0 = out[-1]
+            out[-1] = (s0, max(e0, end), k0)
+        else:
+            out.append((start, end, kind))
+    return out
+
+
+def redact(text: str, spans: Sequence[Span]) -> str:
+    parts, pos = [], 0
+    for start, end, kind in merge(spans):
+        start, end = max(start, pos), min(end, len(text))
+        if start >= end:
+            continue
+        parts.append(text[pos:start])
+        parts.append(f"<{kind}>")
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+REDACTIONS_TYPE = 'STRUCT(entity_type VARCHAR, "start" BIGINT, "end" BIGINT)[]'
+
+
+def redactions_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL: (doc_id, redactions) -- the spans every registered stage asks to redact, per document."""
+    from .stages import load_builtin
+
+    parts = []
+    for cls in load_builtin().values():
+        sql = cls({}).redactions()
+        if sql:
+            try:
+                con.execute(f"SELECT 1 FROM ({sql}) LIMIT 0").fetchall()
+            except duckdb.CatalogException:
+                continue  # that stage has not created its tables yet
+            parts.append(f"({sql})")
+    if not parts:
+        return f"SELECT NULL::VARCHAR AS doc_id, NULL::{REDACTIONS_TYPE} AS redactions WHERE false"
+    return f"""SELECT doc_id, list(struct_pack(entity_type := entity_type, "start" := "start", "end" := "end")
+                                   ORDER BY "start", "end", entity_type) AS redactions
+               FROM ({" UNION ALL ".join(parts)}) GROUP BY doc_id"""
+
+
+def apply(text: str, redactions: list[dict] | None) -> str:
+    return redact(text, [(r["start"], r["end"], r["entity_type"]) for r in redactions or []])
+
+
+def redacted_outputs(con: duckdb.DuckDBPyConnection, batch_rows: int = 2000) -> Iterator[pa.RecordBatch]:
+    """(doc_id, output_sha256, redactions) for every document whose decision is `redact`."""
+    reader = con.cursor()
+    try:
+        result = reader.sql(f"""
+            SELECT d.doc_id, d.text, r.redactions
+            FROM documents d JOIN decisions c USING (doc_id) LEFT JOIN ({redactions_sql(con)}) r USING (doc_id)
+            WHERE c.action = 'redact' ORDER BY d.doc_id""").to_arrow_reader(batch_rows)
+        for batch in result:
+            hashes = [hashlib.sha256(apply(t, r).encode("utf-8")).hexdigest()
+                      for t, r in zip(batch.column("text").to_pylist(), batch.column("redactions").to_pylist(),
+                                      strict=True)]
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("doc_id"), pa.array(hashes, pa.string()), batch.column("redactions")],
+                names=["doc_id", "output_sha256", "redactions"])
+    finally:
+        reader.close()

@@ -1,0 +1,350 @@
+"""Detectors and the runner that feeds them documents.
+
+A detector is one small class: it names the tables it writes, turns a batch of documents (Arrow)
+into rows with `__call__`, and may finish with set work in SQL (`finalize`). It never deletes or
+decides anything; the policy does. New stages register themselves with `@register`; `run` needs no
+edit to pick them up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import duckdb
+import pyarrow as pa
+
+from .schema import ensure_stage_tables
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+log = logging.getLogger("curate")
+
+# Modules whose detectors ship with curate; each registers its classes on import.
+BUILTIN_MODULES = ("curate.dedup",)
+BATCH_ROWS = 1000
+
+
+class Detector:
+    """Base class of a stage. Subclasses set the class attributes and override what they need."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"  # bump when the rows it writes would change: forces a recompute
+    schema_version: ClassVar[int] = 1  # bump when its tables' DDL changes: forces a rebuild
+    tables: ClassVar[dict[str, str]] = {}  # table name -> CREATE TABLE statement
+    output: ClassVar[str | None] = None  # the table `__call__` rows go to (None: SQL-only stage)
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")  # document columns a batch carries
+    after: ClassVar[tuple[str, ...]] = ()  # stages whose signals this one reads
+    signals: ClassVar[str | None] = None  # SELECT doc_id, ... feeding the policy's `signals` view
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        self.config = dict(config or {})
+
+    def fingerprint(self) -> str:
+        """Identifies what this stage would compute: results with another fingerprint are stale."""
+        blob = json.dumps({"version": self.version, "config": self.config}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table | None:
+        """Per-document work over one batch; returns rows for `output`."""
+        raise NotImplementedError
+
+    def finalize(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Set work over all documents after new rows were written (e.g. clustering)."""
+
+    def assets(self) -> list[dict[str, str]]:
+        """Versions and hashes of lexicons, models and lists used; they go into run.json."""
+        return []
+
+    def redactions(self) -> str | None:
+        """SQL: SELECT doc_id, entity_type, "start", "end" -- spans to replace when a doc is redacted."""
+        return None
+
+
+REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def load_builtin() -> dict[str, type[Detector]]:
+    for module in BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:  # an optional dependency is missing: the stage is simply absent
+            log.warning("stage module %s unavailable: %s", module, e)
+    return REGISTRY
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """Names in dependency order (a stage after those it reads), ties by name."""
+    names = sorted(set(names))
+    done: list[str] = []
+
+    def visit(n: str, path: tuple[str, ...]) -> None:
+        if n in done:
+            return
+        if n in path:
+            raise ValueError(f"stage dependency cycle: {' -> '.join(path + (n,))}")
+        for dep in sorted(REGISTRY[n].after):
+            if dep in names:
+                visit(dep, path + (n,))
+        done.append(n)
+
+    for n in names:
+        visit(n, ())
+    return done
+
+
+def ensure_all_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for name, cls in load_builtin().items():
+        ensure_stage_tables(con, name, cls.schema_version, list(cls.tables.values()), list(cls.tables))
+
+
+def detectors(rules: dict[str, Any], names: Sequence[str] | None = None) -> list[Detector]:
+    """Instantiate the selected stages (all registered by default) with their rules-file config."""
+    load_builtin()
+    config = rules.get("stages", {})
+    wanted = list(names) if names else [n for n in REGISTRY if config.get(n, {}).get("enabled", True)]
+    unknown = [n for n in wanted if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(sorted(REGISTRY))}")
+    return [REGISTRY[n](config.get(n, {})) for n in ordered(wanted)]
+
+
+# -- running -------------------------------------------------------------------------------------
+@dataclass
+class StageReport:
+    name: str
+    shards: int = 0
+    documents: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    stages: list[StageReport] = field(default_factory=list)
+    decisions: Any = None
+    manifest: Any = None
+
+
+def run(
+    ws: Workspace,
+    stages: Sequence[str] | None = None,
+    rules: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> RunSummary:
+    """Run the detectors over documents they have not seen, then the policy, then the manifest."""
+    from .policy import decide, load_rules
+
+    ruleset = load_rules(rules)
+    summary = RunSummary()
+    with ws.connect(write=True) as con:
+        for det in detectors(ruleset.raw, stages):
+            summary.stages.append(run_stage(con, det, workers=workers, progress=progress))
+    summary.decisions = decide(ws, rules)
+    out = Path(manifest) if manifest else ws.path / "manifest"
+    summary.manifest = ws.manifest(out, rules=rules)
+    return summary
+
+
+def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, workers: int | None = None,
+              progress: bool = False) -> StageReport:
+    """Process every shard this stage has not processed with its current fingerprint, one transaction each."""
+    ensure_stage_tables(con, det.name, det.schema_version, list(det.tables.values()), list(det.tables))
+    report = StageReport(det.name)
+    started = time.monotonic()
+    fp = det.fingerprint()
+    todo = con.execute(
+        """SELECT s.shard_id, s.documents FROM shards s
+           WHERE s.documents > 0 AND NOT EXISTS (
+               SELECT 1 FROM stage_runs r WHERE r.stage = ? AND r.shard_id = s.shard_id AND r.fingerprint = ?)
+           ORDER BY s.ingested_at, s.shard_id""",
+        [det.name, fp],
+    ).fetchall()
+    if det.output is not None and todo:
+        total = sum(n for _, n in todo)
+        with _Pool(det, workers, total) as pool, _bar(det.name, total, progress) as bar:
+            for shard_id, _ in todo:
+                t0 = time.monotonic()
+                con.execute("BEGIN")
+                try:
+                    _forget(con, det, shard_id)
+                    n, errors = _process_shard(con, det, shard_id, pool, bar)
+                    con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                                [det.name, shard_id, fp, n, time.monotonic() - t0])
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                report.shards += 1
+                report.documents += n
+                report.errors += errors
+    elif det.output is None:
+        # SQL-only stage: nothing per document, but record that it saw these shards.
+        con.execute("BEGIN")
+        for shard_id, n in todo:
+            con.execute("DELETE FROM stage_runs WHERE stage = ? AND shard_id = ?", [det.name, shard_id])
+            con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, 0, now()::TIMESTAMP)",
+                        [det.name, shard_id, fp, n])
+        con.execute("COMMIT")
+    con.execute("BEGIN")
+    try:
+        det.finalize(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _forget(con: duckdb.DuckDBPyConnection, det: Detector, shard_id: str) -> None:
+    """Drop this stage's earlier rows for a shard (stale fingerprint or interrupted run)."""
+    docs = "(SELECT doc_id FROM documents WHERE shard_id = ?)"
+    con.execute(f'DELETE FROM "{det.output}" WHERE doc_id IN {docs}', [shard_id])
+    con.execute(f"DELETE FROM stage_errors WHERE stage = ? AND doc_id IN {docs}", [det.name, shard_id])
+    con.execute("DELETE FROM stage_runs WHERE stage = ? AND shard_id = ?", [det.name, shard_id])
+
+
+def _process_shard(con, det: Detector, shard_id: str, pool: _Pool, bar) -> tuple[int, int]:
+    cols = ", ".join(f'"{c}"' for c in det.columns)
+    reader = con.cursor()
+    try:
+        batches = reader.sql(
+            f'SELECT {cols} FROM documents WHERE shard_id = ? ORDER BY "row"', params=[shard_id]
+        ).to_arrow_reader(BATCH_ROWS)
+        n = errors = 0
+        for batch, result in pool.map(batches):
+            n += batch.num_rows
+            if isinstance(result, BaseException):
+                errors += _isolate(con, det, batch)
+            elif result is not None and result.num_rows:
+                con.register("_rows", result)
+                con.execute(f'INSERT INTO "{det.output}" BY NAME SELECT * FROM _rows')
+                con.unregister("_rows")
+            bar(batch.num_rows)
+    finally:
+        reader.close()
+    return n, errors
+
+
+def _isolate(con, det: Detector, batch: pa.RecordBatch) -> int:
+    """A batch failed: rerun its documents one by one here, recording the ones that fail."""
+    errors = 0
+    for i in range(batch.num_rows):
+        one = batch.slice(i, 1)
+        try:
+            rows = det(one)
+        except Exception as e:  # noqa: BLE001 - recorded per document, the run goes on
+            errors += 1
+            doc_id = one.column(det.columns.index("doc_id"))[0].as_py()
+            con.execute("INSERT INTO stage_errors VALUES (?, ?, ?)", [det.name, doc_id, f"{type(e).__name__}: {e}"])
+            log.warning("stage %s failed on document %s: %s", det.name, doc_id, type(e).__name__)
+            continue
+        if rows is not None and rows.num_rows:
+            con.register("_rows", rows)
+            con.execute(f'INSERT INTO "{det.output}" BY NAME SELECT * FROM _rows')
+            con.unregister("_rows")
+    return errors
+
+
+# -- the process pool ----------------------------------------------------------------------------
+_WORKER: Detector | None = None
+
+
+def _init_worker(det: Detector) -> None:
+    global _WORKER
+    _WORKER = det
+
+
+def _work(batch: pa.RecordBatch) -> pa.Table | None:
+    assert _WORKER is not None
+    return _WORKER(batch)
+
+
+class _Pool:
+    """Maps a detector over batches, in order; in-process for one worker or little work."""
+
+    def __init__(self, det: Detector, workers: int | None, total_docs: int):
+        self.det = det
+        n = workers or int(os.environ.get("CURATE_WORKERS", 0)) or os.cpu_count() or 1
+        self.workers = 1 if total_docs <= BATCH_ROWS else n
+        self.executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Pool:
+        if self.workers > 1:
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                                initializer=_init_worker, initargs=(self.det,))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor:
+            self.executor.shutdown(cancel_futures=True)
+
+    def map(self, batches: pa.RecordBatchReader) -> Iterator[tuple[pa.RecordBatch, Any]]:
+        """Yields (batch, rows or the exception it raised), keeping a bounded number in flight."""
+        if self.executor is None:
+            for batch in batches:
+                try:
+                    yield batch, self.det(batch)
+                except Exception as e:  # noqa: BLE001
+                    yield batch, e
+            return
+        pending: list[tuple[pa.RecordBatch, Future]] = []
+        for batch in batches:
+            pending.append((batch, self.executor.submit(_work, batch)))
+            if len(pending) >= 2 * self.workers:
+                yield _result(*pending.pop(0))
+        while pending:
+            yield _result(*pending.pop(0))
+
+
+def _result(batch: pa.RecordBatch, fut: Future) -> tuple[pa.RecordBatch, Any]:
+    try:
+        return batch, fut.result()
+    except Exception as e:  # noqa: BLE001
+        return batch, e
+
+
+class _bar:
+    """Progress over documents of one stage (rich, to stderr) when asked for."""
+
+    def __init__(self, name: str, total: int, enabled: bool):
+        self.progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn(f"{name:<12}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=Console(stderr=True))
+            self.task = self.progress.add_task(name, total=total)
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def __call__(self, n: int) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
