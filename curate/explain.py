@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .db import one
+
 if TYPE_CHECKING:
     from .workspace import Workspace
 
@@ -17,20 +19,20 @@ def explain(ws: Workspace, doc_id: str) -> dict[str, Any]:
     from .stages import load_builtin
 
     with ws.connect() as con:
-        doc = con.execute("""
+        doc = one(con.execute("""
             SELECT d.doc_id, s.uri AS shard_uri, d."row", d.url, d.domain, length(d.text) AS chars,
                    d.sha256, d.seq
-            FROM documents d JOIN shards s USING (shard_id) WHERE d.doc_id = ?""", [doc_id]).fetchone()
+            FROM documents d JOIN shards s USING (shard_id) WHERE d.doc_id = ?""", [doc_id]))
         if doc is None:
-            q = con.execute("""SELECT uri, "row", error FROM quarantine WHERE contains(raw, '"' || ? || '"')
-                               ORDER BY uri, "row" LIMIT 1""", [doc_id]).fetchone()
+            q = one(con.execute("""SELECT uri, "row", error FROM quarantine WHERE contains(raw, '"' || ? || '"')
+                               ORDER BY uri, "row" LIMIT 1""", [doc_id]))
             if q:
                 return {"doc_id": doc_id, "quarantined": {"uri": q[0], "row": q[1], "error": q[2]}}
             raise KeyError(f"no document {doc_id!r} in {ws.path}")
         info: dict[str, Any] = dict(zip(("doc_id", "shard_uri", "row", "url", "domain", "chars", "sha256", "seq"),
                                         doc, strict=True))
-        decision = con.execute("SELECT action, rule_ids FROM decisions WHERE doc_id = ?", [doc_id]).fetchone()
-        used = con.execute("SELECT rules_path FROM policy_runs ORDER BY decided_at DESC LIMIT 1").fetchone()
+        decision = one(con.execute("SELECT action, rule_ids FROM decisions WHERE doc_id = ?", [doc_id]))
+        used = one(con.execute("SELECT rules_path FROM policy_runs ORDER BY decided_at DESC LIMIT 1"))
         try:
             rules = {r.id: r for r in load_rules(used[0] if used else None).rules}
         except OSError:

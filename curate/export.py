@@ -30,6 +30,7 @@ class ExportSummary:
 def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
            max_bytes: int = 256 * 1024 * 1024, batch_rows: int = 2000) -> ExportSummary:
     """Write kept and redacted documents in ingest order; `export.json` lists files and their hashes."""
+    from .policy import current_rules
     from .redact import redactions_sql
 
     if format not in FORMATS:
@@ -45,7 +46,8 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
         batches = con.sql(f"""
             SELECT d.doc_id AS id, d.text, d.url, d.meta::VARCHAR AS meta, c.action = 'redact' AS redacted,
                    r.redactions
-            FROM documents d JOIN decisions c USING (doc_id) LEFT JOIN ({redactions_sql(con)}) r USING (doc_id)
+            FROM documents d JOIN decisions c USING (doc_id)
+            LEFT JOIN ({redactions_sql(con, current_rules(con).raw)}) r USING (doc_id)
             WHERE c.action IN ('keep', 'redact') ORDER BY d.seq""").to_arrow_reader(batch_rows)
         for batch in batches:
             writer.write(batch)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
+from .db import one
+
 if TYPE_CHECKING:
     from .workspace import Workspace
 
@@ -160,7 +162,7 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
     except (OSError, ValueError) as e:
         return ShardReport(uri, "missing" if isinstance(e, FileNotFoundError) else "failed", error=str(e))
     shard_id = sha[:16]
-    if con.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id]).fetchone():
+    if one(con.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id])):
         return ShardReport(uri, "skipped", shard_id)
     name = os.path.basename(path)
     try:
@@ -203,7 +205,7 @@ def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | N
     try:
         _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
         bad = con.execute(f"SELECT count(*) FROM _src WHERE {_field_error(fields, max_doc_bytes)} IS NOT NULL")
-        if bad.fetchone()[0] == 0:
+        if bad.fetchall()[0][0] == 0:
             return None
     except duckdb.Error as e:
         if not os.path.exists(path):
@@ -336,7 +338,7 @@ def _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_err
                    {_lit(fields.url)}, url, {_lit(fields.meta)}, meta)::VARCHAR, {RAW_CAP}) END),
                error
         FROM _stage WHERE error IS NOT NULL""", [shard_id, uri])
-    rows, docs = con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage").fetchone()
+    rows, docs = one(con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage"))
     con.execute("DROP TABLE _stage")
     status = "ingested" if rows == docs else "partial"
     return ShardReport(uri, status, shard_id, rows=rows, documents=docs, quarantined=rows - docs)

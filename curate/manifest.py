@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .db import one
 from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -50,12 +51,12 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
     out.mkdir(parents=True, exist_ok=True)
     ruleset = load_rules(rules)
     with ws.connect(write=True) as con:
-        if not con.execute("SELECT count(*) FROM decisions").fetchone()[0] and \
-                con.execute("SELECT count(*) FROM documents").fetchone()[0]:
+        if not con.execute("SELECT count(*) FROM decisions").fetchall()[0][0] and \
+                con.execute("SELECT count(*) FROM documents").fetchall()[0][0]:
             raise RuntimeError("no decisions yet: run `curate run` (or `curate decide`) first")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _redacted (doc_id VARCHAR, output_sha256 VARCHAR, "
                     f"redactions {REDACTIONS_TYPE})")
-        for batch in redacted_outputs(con):
+        for batch in redacted_outputs(con, ruleset.raw):
             con.register("_batch", batch)
             con.execute("INSERT INTO _redacted SELECT * FROM _batch")
             con.unregister("_batch")
@@ -74,7 +75,7 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
     pq.write_table(table, out / MANIFEST, compression="zstd", write_statistics=False,
                    use_dictionary=False, row_group_size=1 << 20)
     mem = duckdb.connect()
-    root = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(out / MANIFEST)]).fetchone()[0]
+    root = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(out / MANIFEST)]).fetchall()[0][0]
     counts = _counts(mem, out / MANIFEST)
     mem.close()
     run["counts"].update(counts)
@@ -120,9 +121,9 @@ def _run_record(con: duckdb.DuckDBPyConnection, ruleset) -> dict[str, Any]:
         stages.append({"name": name, "version": cls.version if cls else None, "fingerprints": fps,
                        "current": bool(det) and fps == [det.fingerprint()],
                        "assets": det.assets() if det else []})
-    quarantined, failed = con.execute(
+    quarantined, failed = one(con.execute(
         "SELECT count(*) FILTER (\"row\" IS NOT NULL), count(*) FILTER (\"row\" IS NULL) FROM quarantine"
-    ).fetchone()
+    ))
     versions = {"python": platform.python_version(), "duckdb": duckdb.__version__, "pyarrow": pa.__version__}
     return {
         "tool": {"name": "curate", "version": __version__, **versions},
@@ -168,10 +169,10 @@ def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = N
     for doc_id, in con.execute(f"SELECT doc_id FROM m WHERE row_hash IS DISTINCT FROM {ROW_HASH_SQL} ORDER BY doc_id"
                                ).fetchall():
         rep.problems.append(f"document {doc_id}: row_hash does not match the row's fields")
-    dup = con.execute("SELECT count(*) - count(DISTINCT doc_id) FROM m").fetchone()[0]
+    dup = con.execute("SELECT count(*) - count(DISTINCT doc_id) FROM m").fetchall()[0][0]
     if dup:
         rep.problems.append(f"{dup} doc_id(s) appear more than once")
-    root = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchone()[0]
+    root = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchall()[0][0]
     recorded = run.get("manifest", {}).get("root_hash")
     if root != recorded:
         rep.problems.append(f"root hash {root} does not match run.json ({recorded})")
@@ -207,8 +208,8 @@ def _against_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace, run: dict[
     with ws.connect() as wcon:
         current = wcon.sql("""SELECT d.doc_id, d.sha256 AS input_sha256, c.action, c.rule_ids
                               FROM documents d LEFT JOIN decisions c USING (doc_id)""").to_arrow_table()
-        quarantined = wcon.execute("SELECT count(*) FILTER (\"row\" IS NOT NULL) FROM quarantine").fetchone()[0]
-        rules_sha = wcon.execute("SELECT rules_sha256 FROM policy_runs ORDER BY decided_at DESC LIMIT 1").fetchone()
+        quarantined = wcon.execute("SELECT count(*) FILTER (\"row\" IS NOT NULL) FROM quarantine").fetchall()[0][0]
+        rules_sha = one(wcon.execute("SELECT rules_sha256 FROM policy_runs ORDER BY decided_at DESC LIMIT 1"))
     con.register("w", current)
     for doc_id, what in con.execute("""
             SELECT coalesce(m.doc_id, w.doc_id),

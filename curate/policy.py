@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from .assets import rules_dir
+from .db import one
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -284,14 +285,15 @@ BASE_SIGNALS = """d.doc_id, d.shard_id, d."row", d.seq, d.url, d.domain, d.meta,
     length(d.text) AS text_chars, strlen(d.text) AS text_bytes, length(trim(d.text)) = 0 AS text_empty"""
 
 
-def build_signals_view(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | None = None) -> dict[str, str]:
     """(Re)create the `signals` view: documents joined with every stage's per-document signals."""
-    from .stages import load_builtin
+    from .stages import instances
 
     existing = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-    parts = [(f"s{i}", cls.signals) for i, (_, cls) in enumerate(sorted(load_builtin().items()))
-             if cls.signals and set(cls.tables) <= existing]
+    rules = rules if rules is not None else load_rules().raw
+    parts = [(f"s{i}", sql) for i, det in enumerate(instances(rules))
+             if set(det.tables) <= existing and (sql := det.signals_sql(rules))]
     selects = ", ".join([BASE_SIGNALS] + [f"{alias}.* EXCLUDE (doc_id)" for alias, _ in parts])
     joins = " ".join(f"LEFT JOIN ({sql}) {alias} USING (doc_id)" for alias, sql in parts)
     con.execute(f"CREATE OR REPLACE VIEW signals AS SELECT {selects} FROM documents d {joins}")
@@ -320,6 +322,14 @@ def decisions_sql(ruleset: Ruleset, columns: dict[str, str]) -> str:
                FROM (SELECT doc_id{', ' + flags if flags else ''} FROM signals)"""
 
 
+def current_rules(con: duckdb.DuckDBPyConnection) -> Ruleset:
+    """The rules file behind the current decisions (the default one if it moved or none was used)."""
+    row = one(con.execute("SELECT rules_path FROM policy_runs ORDER BY decided_at DESC LIMIT 1"))
+    if row and Path(row[0]).exists():
+        return load_rules(row[0])
+    return load_rules()
+
+
 @dataclass
 class DecideSummary:
     rules: Ruleset
@@ -331,16 +341,16 @@ def decide(ws: Workspace, rules: str | os.PathLike[str] | None = None) -> Decide
     """Replace `decisions` with the policy's verdict on every document (one transaction)."""
     ruleset = load_rules(rules)
     with ws.connect(write=True) as con:
-        columns = build_signals_view(con)
+        columns = build_signals_view(con, ruleset.raw)
         sql = decisions_sql(ruleset, columns)
         con.execute("BEGIN")
         try:
             con.execute("DELETE FROM decisions")
             con.execute(f"INSERT INTO decisions {sql}")
-            n_docs, n_dec = con.execute(
+            n_docs, n_dec = one(con.execute(
                 "SELECT (SELECT count(*) FROM documents), (SELECT count(DISTINCT doc_id) FROM decisions)"
-            ).fetchone()
-            if n_docs != n_dec or n_dec != con.execute("SELECT count(*) FROM decisions").fetchone()[0]:
+            ))
+            if n_docs != n_dec or n_dec != con.execute("SELECT count(*) FROM decisions").fetchall()[0][0]:
                 raise RuntimeError("the signals view does not give one row per document: a stage's signals "
                                    "query must group by doc_id")
             con.execute("INSERT INTO policy_runs VALUES (?, ?, now()::TIMESTAMP)",

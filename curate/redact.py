@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -44,13 +45,13 @@ def redact(text: str, spans: Sequence[Span]) -> str:
 REDACTIONS_TYPE = 'STRUCT(entity_type VARCHAR, "start" BIGINT, "end" BIGINT)[]'
 
 
-def redactions_sql(con: duckdb.DuckDBPyConnection) -> str:
+def redactions_sql(con: duckdb.DuckDBPyConnection, rules: dict[str, Any]) -> str:
     """SQL: (doc_id, redactions) -- the spans every registered stage asks to redact, per document."""
-    from .stages import load_builtin
+    from .stages import instances
 
     parts = []
-    for cls in load_builtin().values():
-        sql = cls({}).redactions()
+    for det in instances(rules):
+        sql = det.redactions(rules)
         if sql:
             try:
                 con.execute(f"SELECT 1 FROM ({sql}) LIMIT 0").fetchall()
@@ -68,13 +69,14 @@ def apply(text: str, redactions: list[dict] | None) -> str:
     return redact(text, [(r["start"], r["end"], r["entity_type"]) for r in redactions or []])
 
 
-def redacted_outputs(con: duckdb.DuckDBPyConnection, batch_rows: int = 2000) -> Iterator[pa.RecordBatch]:
+def redacted_outputs(con: duckdb.DuckDBPyConnection, rules: dict[str, Any],
+                     batch_rows: int = 2000) -> Iterator[pa.RecordBatch]:
     """(doc_id, output_sha256, redactions) for every document whose decision is `redact`."""
     reader = con.cursor()
     try:
         result = reader.sql(f"""
             SELECT d.doc_id, d.text, r.redactions
-            FROM documents d JOIN decisions c USING (doc_id) LEFT JOIN ({redactions_sql(con)}) r USING (doc_id)
+            FROM documents d JOIN decisions c USING (doc_id) LEFT JOIN ({redactions_sql(con, rules)}) r USING (doc_id)
             WHERE c.action = 'redact' ORDER BY d.doc_id""").to_arrow_reader(batch_rows)
         for batch in result:
             hashes = [hashlib.sha256(apply(t, r).encode("utf-8")).hexdigest()

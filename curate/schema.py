@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import duckdb
 
+from .db import one
+
 SCHEMA_VERSION = 1
 
 # Each entry moves the workspace from version i to i + 1. Append, never edit.
@@ -73,10 +75,10 @@ MIGRATIONS: list[list[str]] = [
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not exists:
         return 0
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    row = one(con.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
     return int(row[0]) if row else 0
 
 
@@ -103,7 +105,7 @@ def ensure_stage_tables(con: duckdb.DuckDBPyConnection, name: str, version: int,
     Only derived data may live in stage tables: they are dropped on a schema change. Anything that
     cannot be recomputed (the opt-out registry's event log) belongs in MIGRATIONS.
     """
-    row = con.execute("SELECT version FROM stage_schema WHERE stage = ?", [name]).fetchone()
+    row = one(con.execute("SELECT version FROM stage_schema WHERE stage = ?", [name]))
     if row and row[0] == version:
         return
     con.execute("BEGIN")

@@ -67,7 +67,11 @@ class Detector:
         """Versions and hashes of lexicons, models and lists used; they go into run.json."""
         return []
 
-    def redactions(self) -> str | None:
+    def signals_sql(self, rules: dict[str, Any]) -> str | None:
+        """SQL (one row per doc_id) for the `signals` view; may read policy settings from the rules file."""
+        return self.signals
+
+    def redactions(self, rules: dict[str, Any]) -> str | None:
         """SQL: SELECT doc_id, entity_type, "start", "end" -- spans to replace when a doc is redacted."""
         return None
 
@@ -112,6 +116,13 @@ def ordered(names: Iterable[str]) -> list[str]:
 def ensure_all_tables(con: duckdb.DuckDBPyConnection) -> None:
     for name, cls in load_builtin().items():
         ensure_stage_tables(con, name, cls.schema_version, list(cls.tables.values()), list(cls.tables))
+
+
+def instances(rules: dict[str, Any]) -> list[Detector]:
+    """Every registered stage, configured from the rules file, in dependency order."""
+    load_builtin()
+    config = rules.get("stages", {})
+    return [REGISTRY[n](config.get(n, {})) for n in ordered(REGISTRY)]
 
 
 def detectors(rules: dict[str, Any], names: Sequence[str] | None = None) -> list[Detector]:
