@@ -28,7 +28,7 @@ ALIAS = "curate_ws"
 
 
 def mirror(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike[str]) -> list[str]:
-    """Attach a workspace database read-only and create a view per table in `con`'s main schema."""
+    """Attach a workspace database read-only and create a view per table (and stored view) in `con`'s main."""
     path = str(db_path).replace("'", "''")
     try:
         con.execute(f"ATTACH '{path}' AS {ALIAS} (READ_ONLY)")
@@ -38,8 +38,9 @@ def mirror(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike[str]) -> l
                                 "wait for it to finish and run the command again") from None
         raise
     tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' ORDER BY 1",
-        [ALIAS]).fetchall()]
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' UNION "
+        "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main' AND NOT internal "
+        "ORDER BY 1", [ALIAS, ALIAS]).fetchall()]
     for t in tables:
         con.execute(f'CREATE OR REPLACE VIEW main."{t}" AS SELECT * FROM {ALIAS}.main."{t}"')
     return tables
@@ -51,6 +52,7 @@ def sandbox(ws: Workspace | str | os.PathLike[str]) -> Iterator[duckdb.DuckDBPyC
     w = ws if isinstance(ws, Workspace) else Workspace(ws)
     con = duckdb.connect(config=_settings())
     try:
+        con.execute("SET enable_progress_bar = false")
         mirror(con, w.path / DB_NAME)
         yield con
     finally:
@@ -106,13 +108,20 @@ class WhatIf:
                 .sort("documents", column, descending=[True, False]).head(top))
 
 
-def what_if(ws: Workspace | str | os.PathLike[str], ruleset: Ruleset) -> WhatIf:
-    """Evaluate `ruleset` against the stored signals in memory and compare with the current decisions."""
+def what_if(ws: Workspace | str | os.PathLike[str], ruleset: Ruleset, rebuild_signals: bool = True) -> WhatIf:
+    """Evaluate `ruleset` against the stored signals in memory and compare with the current decisions.
+
+    The `signals` view is rebuilt from the stages with `ruleset`'s settings; `rebuild_signals=False` uses the
+    view the last `curate decide` stored instead.
+    """
     from .policy import build_signals_view, decisions_sql
 
     with sandbox(ws) as con:
         present = tables_in(con)
-        cols = build_signals_view(con, ruleset.raw)
+        if rebuild_signals or "signals" not in present:
+            cols = build_signals_view(con, ruleset.raw)
+        else:
+            cols = {n: t for n, t, *_ in con.execute("DESCRIBE signals").fetchall()}
         con.execute(f"CREATE TEMP TABLE _new AS {decisions_sql(ruleset, cols)}")
         lang = ", q.lang" if "quality" in present and _has_column(con, "quality", "lang") else ""
         join = " LEFT JOIN (SELECT doc_id, any_value(lang) AS lang FROM quality GROUP BY 1) q USING (doc_id)" \
