@@ -337,10 +337,18 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def bias_representation(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Per axis and group: mentions per million words and share of documents, before and after the policy."""
-    return _dicts(con, """
-        WITH w AS (SELECT d.doc_id, len(regexp_split_to_array(trim(d.text), '\\s+')) AS words,
-                          coalesce(c.action, 'keep') <> 'drop' AS kept
+    """Per axis and group: mentions per million words and share of documents, before and after the policy.
+
+    Words come from the quality table's word count when it has one, else from splitting the text.
+    """
+    qcols = columns(con, "quality") if "quality" in present_tables(con) else {}
+    wc = next((c for c in ("word_count", "words", "n_words") if c in qcols), None)
+    if wc:
+        words = f"coalesce((SELECT any_value({q(wc)}) FROM quality x WHERE x.doc_id = d.doc_id), 0)"
+    else:
+        words = "len(regexp_split_to_array(trim(d.text), '\\s+'))"
+    return _dicts(con, f"""
+        WITH w AS (SELECT d.doc_id, {words} AS words, coalesce(c.action, 'keep') <> 'drop' AS kept
                    FROM documents d LEFT JOIN decisions c USING (doc_id)),
              tot AS (SELECT sum(words) AS words, count(*) AS docs, sum(words) FILTER (kept) AS words_after,
                             count(*) FILTER (kept) AS docs_after FROM w)
