@@ -256,8 +256,8 @@ def manifest_suites(con, run: dict[str, Any]) -> list[Suite]:
         ], query=f"""SELECT {_hex("input_sha256")}, {_hex("output_sha256")}, {_hex("row_hash")},
                             row_hash = {ROW_HASH_SQL} AS row_hash_ok,
                             (action = 'drop') = (output_sha256 IS NULL) AS output_ok,
-                            coalesce(action = (SELECT c.action FROM decisions c WHERE c.doc_id = m.doc_id), false)
-                                AS decision_ok
+                            coalesce((SELECT bool_and(c.action = m.action) FROM decisions c
+                                      WHERE c.doc_id = m.doc_id), false) AS decision_ok
                      FROM manifest m"""),
         Suite("manifest.counts", [
             _c("ExpectColumnPairValuesToBeEqual", "input rows = documents + quarantined rows (run.json)",
