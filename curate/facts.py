@@ -153,7 +153,7 @@ def rule_effects(con: duckdb.DuckDBPyConnection, rules: dict[str, RuleInfo]) -> 
 
 
 def by_shard(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return _dicts(con, """
+    return records(con, """
         SELECT s.name AS shard, s.format, s.status, s.rows, s.documents, s.quarantined,
                count(*) FILTER (c.action = 'keep') AS keep, count(*) FILTER (c.action = 'redact') AS redact,
                count(*) FILTER (c.action = 'drop') AS drop
@@ -163,7 +163,7 @@ def by_shard(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def top_domains(con: duckdb.DuckDBPyConnection, n: int = 20) -> list[dict[str, Any]]:
-    return _dicts(con, """
+    return records(con, """
         SELECT coalesce(d.domain, '(no url)') AS domain, count(*) AS documents, sum(strlen(d.text)) AS bytes,
                count(*) FILTER (c.action = 'keep') AS keep, count(*) FILTER (c.action = 'redact') AS redact,
                count(*) FILTER (c.action = 'drop') AS drop
@@ -178,7 +178,7 @@ def domain_count(con: duckdb.DuckDBPyConnection) -> int:
 def languages(con: duckdb.DuckDBPyConnection, n: int = 20) -> list[dict[str, Any]] | None:
     if "lang" not in columns(con, "quality"):
         return None
-    return _dicts(con, """
+    return records(con, """
         SELECT coalesce(q.lang, '(unknown)') AS lang, count(*) AS documents,
                count(*) FILTER (c.action = 'keep') AS keep, count(*) FILTER (c.action = 'redact') AS redact,
                count(*) FILTER (c.action = 'drop') AS drop
@@ -268,7 +268,7 @@ def metric_distributions(con: duckdb.DuckDBPyConnection, rules: dict[str, RuleIn
 
 # -- per-topic facts ----------------------------------------------------------------------------------
 def pii_by_type(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return _dicts(con, """
+    return records(con, """
         SELECT coalesce(p.entity_type, '(none)') AS entity_type, count(*) AS spans,
                count(DISTINCT p.doc_id) AS documents,
                count(DISTINCT p.doc_id) FILTER (c.action = 'redact') AS in_redacted,
@@ -279,7 +279,7 @@ def pii_by_type(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 def licence_classes(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Documents per licence use class (a document with several classes counts in each), and all others."""
-    return _dicts(con, """
+    return records(con, """
         WITH u AS (SELECT DISTINCT doc_id, coalesce(use_class, 'unknown') AS use_class FROM license_signals)
         SELECT coalesce(u.use_class, '(no licence signal)') AS use_class, count(*) AS documents,
                sum(strlen(d.text)) AS bytes,
@@ -290,14 +290,14 @@ def licence_classes(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def top_licences(con: duckdb.DuckDBPyConnection, n: int = 15) -> list[dict[str, Any]]:
-    return _dicts(con, """
+    return records(con, """
         SELECT coalesce(license, '(unknown)') AS license, coalesce(any_value(use_class), 'unknown') AS use_class,
                count(DISTINCT doc_id) AS documents
         FROM license_signals GROUP BY 1 ORDER BY documents DESC, 1 LIMIT ?""", [n])
 
 
 def optout(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return _dicts(con, """
+    return records(con, """
         SELECT coalesce(o.match_kind, '?') AS match_kind, coalesce(CAST(o.registry_version AS VARCHAR), '?')
                    AS registry_version,
                count(DISTINCT o.entry_id) AS entries, count(DISTINCT o.doc_id) AS matched,
@@ -347,7 +347,7 @@ def bias_representation(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         words = f"coalesce((SELECT any_value({q(wc)}) FROM quality x WHERE x.doc_id = d.doc_id), 0)"
     else:
         words = "len(regexp_split_to_array(trim(d.text), '\\s+'))"
-    return _dicts(con, f"""
+    return records(con, f"""
         WITH w AS (SELECT d.doc_id, {words} AS words, coalesce(c.action, 'keep') <> 'drop' AS kept
                    FROM documents d LEFT JOIN decisions c USING (doc_id)),
              tot AS (SELECT sum(words) AS words, count(*) AS docs, sum(words) FILTER (kept) AS words_after,
@@ -446,7 +446,7 @@ def table_summary(con: duckdb.DuckDBPyConnection, table: str, hide: set[str] = f
 
 
 def stage_errors(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return _dicts(con, "SELECT stage, count(*) AS documents FROM stage_errors GROUP BY 1 ORDER BY 1")
+    return records(con, "SELECT stage, count(*) AS documents FROM stage_errors GROUP BY 1 ORDER BY 1")
 
 
 def _fmt(v: Any) -> str:
@@ -457,7 +457,8 @@ def _fmt(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+def records(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """A query's rows as dicts (read to the end)."""
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
