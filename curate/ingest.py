@@ -167,9 +167,9 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
     name = os.path.basename(path)
     try:
         # Temp tables live outside the transaction, so a failed fast read does not abort it.
-        whole_file_error = _fill_source(con, path, kind, compression, fields, max_doc_bytes)
+        whole_file_error = _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes)
         con.execute("BEGIN")
-        report = _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_error)
+        report = _commit_rows(con, uri, shard_id, fields, whole_file_error)
         fmt = kind + (f"+{compression}" if compression else "")
         con.execute(
             "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
@@ -184,8 +184,7 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
         _rollback(con)
         raise
     finally:
-        for t in ("_src", "_lines", "_stage"):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+        _drop_temp(con)
     return report
 
 
@@ -196,16 +195,23 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass  # no transaction was open
 
 
-# -- reading: every path produces the temp table _src(row, id, text, url, meta, raw, pre_error) ----
+def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP VIEW IF EXISTS _src")
+    con.execute("DROP TABLE IF EXISTS _lines")
+    con.execute("DROP TABLE IF EXISTS _stage")
+
+
+# -- reading: every path defines the temp view _src(row, id, text, url, meta, raw, pre_error) -----
 # id/text/url/meta are JSON values (NULL when absent); pre_error is set when the row was unreadable.
+# _stage materialises it once, validated, with the values a document needs.
 
 
-def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | None:
-    """Fill _src; returns an error when not a single row could be read from the file."""
+def _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes) -> str | None:
+    """Fill _stage; returns an error when not a single row could be read from the file."""
     try:
         _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
-        bad = con.execute(f"SELECT count(*) FROM _src WHERE {_field_error(fields, max_doc_bytes)} IS NOT NULL")
-        if bad.fetchall()[0][0] == 0:
+        _build_stage(con, name, fields, max_doc_bytes)
+        if one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL"))[0] == 0:
             return None
     except duckdb.Error as e:
         if not os.path.exists(path):
@@ -213,14 +219,14 @@ def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | N
         if kind == "parquet":
             return f"cannot read Parquet file: {_first_line(e)}"
     # Some rows are bad: re-read keeping each raw row for quarantine.
-    con.execute("DROP TABLE IF EXISTS _src")
+    _drop_temp(con)
     if kind == "parquet":
         _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
     else:
         rows = _jsonl_rows(path, compression, max_doc_bytes) if kind == "jsonl" else _csv_rows(
             path, compression, fields, max_doc_bytes)
         _load_lines(con, rows)
-        con.execute(f"""CREATE TEMP TABLE _src AS
+        con.execute(f"""CREATE TEMP VIEW _src AS
             SELECT "row", {", ".join(f"j->{_path(f)} AS {k}" for k, f in _roles(fields))},
                    left(line, {RAW_CAP}) AS raw,
                    CASE WHEN pre_error IS NOT NULL THEN pre_error
@@ -228,7 +234,19 @@ def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | N
                         WHEN json_type(j) <> 'OBJECT' THEN 'expected a JSON object, found ' || {_kind('j')}
                    END AS pre_error
             FROM (SELECT *, CASE WHEN pre_error IS NULL AND json_valid(line) THEN line::JSON END AS j FROM _lines)""")
+    _build_stage(con, name, fields, max_doc_bytes)
     return None
+
+
+def _build_stage(con, name: str, fields: Fields, max_doc_bytes: int) -> None:
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT "row", raw, error,
+               CASE WHEN id IS NULL OR json_type(id) = 'NULL' THEN {_lit(name)} || ':' || "row"
+                    ELSE id->>'$' END AS doc_id,
+               CASE WHEN error IS NULL THEN text->>'$' END AS text,
+               CASE WHEN error IS NULL AND json_type(url) = 'VARCHAR' THEN nullif(url->>'$', '') END AS url,
+               CASE WHEN error IS NULL AND json_type(meta) = 'OBJECT' THEN meta END AS meta
+        FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
 
 
 def _roles(fields: Fields) -> list[tuple[str, str]]:
@@ -250,8 +268,8 @@ def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
         scan = (f"read_json(?, format='newline_delimited', columns={columns}, "
                 f"maximum_object_size={max_doc_bytes + 65536}) WITH ORDINALITY AS s")
         select = ", ".join(f's."{f}" AS {k}' for k, f in roles)
-        con.execute(f"""CREATE TEMP TABLE _src AS SELECT ordinality - 1 AS "row", {select},
-                        NULL::VARCHAR AS raw, NULL::VARCHAR AS pre_error FROM {scan}""", [path])
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW _src AS SELECT ordinality - 1 AS "row", {select},
+                        NULL::VARCHAR AS raw, NULL::VARCHAR AS pre_error FROM {scan.replace("?", _lit(path), 1)}""")
         return
     if kind == "csv":
         scan = (f"read_csv(?, header=true, all_varchar=true, strict_mode=true, "
@@ -278,8 +296,8 @@ def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
     pre_error = f"coalesce({', '.join(errors)})" if errors else "NULL::VARCHAR"
     original = ", ".join(f'{_lit(c)}, s."{c}"' for c in types if c != "file_row_number")
     raw = f"left(json_object({original})::VARCHAR, {RAW_CAP})" if with_raw else "NULL::VARCHAR"
-    con.execute(f"""CREATE TEMP TABLE _src AS SELECT {row} AS "row", {", ".join(cols)},
-                    {raw} AS raw, {pre_error} AS pre_error FROM {scan}""", [path])
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW _src AS SELECT {row} AS "row", {", ".join(cols)},
+                    {raw} AS raw, {pre_error} AS pre_error FROM {scan.replace("?", _lit(path), 1)}""")
 
 
 def _kind(col: str) -> str:
@@ -307,28 +325,25 @@ def _field_error(fields: Fields, max_doc_bytes: int) -> str:
     END)"""
 
 
-def _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_error) -> ShardReport:
-    """Move the good rows of _src into documents and the rest into quarantine."""
+def _commit_rows(con, uri, shard_id, fields, whole_file_error) -> ShardReport:
+    """Move the good rows of _stage into documents and the rest into quarantine."""
     if whole_file_error:
         con.execute("INSERT INTO quarantine VALUES (?, ?, NULL, NULL, ?)", [shard_id, uri, whole_file_error])
         return ShardReport(uri, "failed", shard_id, rows=0, quarantined=1, error=whole_file_error)
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
-        SELECT "row", raw, error,
-               CASE WHEN id IS NULL OR json_type(id) = 'NULL' THEN {_lit(name)} || ':' || "row"
-                    ELSE id->>'$' END AS doc_id,
-               CASE WHEN error IS NULL THEN text->>'$' END AS text,
-               CASE WHEN error IS NULL AND json_type(url) = 'VARCHAR' THEN nullif(url->>'$', '') END AS url,
-               CASE WHEN error IS NULL AND json_type(meta) = 'OBJECT' THEN meta END AS meta
-        FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
     # An id may appear once: later rows of this shard, and rows whose id is already in, are quarantined.
-    con.execute("""UPDATE _stage SET error = 'duplicate id (first seen at row ' || f.first_row || ' of this shard)'
-        FROM (SELECT doc_id, min("row") AS first_row FROM _stage WHERE error IS NULL
-              GROUP BY doc_id HAVING count(*) > 1) f
-        WHERE _stage.doc_id = f.doc_id AND _stage."row" > f.first_row AND _stage.error IS NULL""")
-    con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
-        FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
+    dups = con.execute("""SELECT doc_id, min("row") FROM _stage WHERE error IS NULL
+                          GROUP BY doc_id HAVING count(*) > 1""").fetchall()
+    if dups:
+        con.execute("""UPDATE _stage SET error = 'duplicate id (first seen at row ' || f.first_row || ' of this shard)'
+            FROM (SELECT doc_id, min("row") AS first_row FROM _stage WHERE error IS NULL
+                  GROUP BY doc_id HAVING count(*) > 1) f
+            WHERE _stage.doc_id = f.doc_id AND _stage."row" > f.first_row AND _stage.error IS NULL""")
+    if one(con.execute("SELECT count(*) FROM _stage JOIN documents USING (doc_id) WHERE error IS NULL"))[0]:
+        con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
+            FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
+    # seq follows ingest order; gaps where rows were quarantined are harmless
     con.execute(f"""INSERT INTO documents
-        SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + row_number() OVER (ORDER BY "row"),
+        SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + "row" + 1,
                ?, "row", url, {domain_sql("url")}, text, sha256(text), meta
         FROM _stage WHERE error IS NULL""", [shard_id])
     con.execute(f"""INSERT INTO quarantine
@@ -339,7 +354,6 @@ def _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_err
                error
         FROM _stage WHERE error IS NOT NULL""", [shard_id, uri])
     rows, docs = one(con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage"))
-    con.execute("DROP TABLE _stage")
     status = "ingested" if rows == docs else "partial"
     return ShardReport(uri, status, shard_id, rows=rows, documents=docs, quarantined=rows - docs)
 
