@@ -18,8 +18,8 @@ from .workspace import Workspace, WorkspaceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Curate: training-data curation and audit. Signals first, decisions later.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 WS = Annotated[Path, typer.Argument(help="Workspace directory.")]
 Rules = Annotated[Path | None, typer.Option("--rules", help="Rules file (default: rules/default.toml).")]
