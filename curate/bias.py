@@ -126,15 +126,15 @@ def load_lexicon(path: str | Path) -> Lexicon:
     exclude = raw.get("exclude", [])
     if not isinstance(exclude, list) or not all(isinstance(t, str) and t.strip() for t in exclude):
         raise LexiconError(f"{p}: exclude must be a list of non-empty strings")
-    term_pattern = re.compile("|".join(term_regex(k, r"\b") for k in sorted(keys, key=lambda k: (-len(k), k))),
-                              re.ASCII)
-    for t in exclude:
+    terms_only = "|".join(term_regex(k) for k in keys)
+    useful = pl.Series([term_key(t) for t in exclude], dtype=pl.String).str.contains(terms_only).to_list()
+    for t, contains_a_term in zip(exclude, useful, strict=True):
         k = term_key(t)
         if k in keys:
             raise LexiconError(f"{p}: {t!r} is both a term and an exclusion")
         if not k.isascii():
             raise LexiconError(f"{p}: exclusion {t!r} is not ASCII")
-        if not term_pattern.search(k):
+        if not contains_a_term:
             raise LexiconError(f"{p}: exclusion {t!r} contains no term of this lexicon, so it excludes nothing")
         keys[k] = None
     return Lexicon(axis, str(raw["version"]), p, str(raw["rationale"]).strip(), groups, tuple(exclude),
@@ -303,25 +303,18 @@ def report(ws: Workspace, confidence: float = 0.95) -> BiasReport:
         det = BiasTerms(ruleset.raw.get("stages", {}).get("bias", {}))
         lexicons = det.lexicons()
         fps = one(con.execute("SELECT list(DISTINCT fingerprint) FROM stage_runs WHERE stage = 'bias'"))
-        rules = pl.DataFrame(
-            {"rule_id": [r.id for r in ruleset.rules] + [POLICY],
-             "rule_action": [r.action for r in ruleset.rules] + ["drop"],
-             "measure": [MEASURE[r.action] for r in ruleset.rules] + ["dropped"],
-             "ord": list(range(len(ruleset.rules) + 1))},
-            schema={"rule_id": pl.String, "rule_action": pl.String, "measure": pl.String, "ord": pl.Int64})
-        groups = pl.DataFrame({"axis": [lx.axis for lx in lexicons for _ in lx.groups],
-                               "group_name": [g for lx in lexicons for g in lx.groups]},
-                              schema={"axis": pl.String, "group_name": pl.String})
-        con.register("_bias_rules", rules.to_arrow())
-        con.register("_bias_groups", groups.to_arrow())
-        try:
-            sample = _sample(con)
-            representation = con.sql(REPRESENTATION).pl()
-            removal = con.sql(_removal_sql(z)).pl()
-            cooccurrence = con.sql(_cooccurrence_sql(z)).pl()
-        finally:
-            con.unregister("_bias_rules")
-            con.unregister("_bias_groups")
+        # Rule ids and group names are checked names from our own rules files, quoted as SQL literals
+        # (binding parameters would cost a pandas import in duckdb 2.0: seconds of CLI start-up).
+        lists = {"rule_id": [r.id for r in ruleset.rules] + [POLICY],
+                 "rule_action": [r.action for r in ruleset.rules] + ["drop"],
+                 "measure": [MEASURE[r.action] for r in ruleset.rules] + ["dropped"],
+                 "axis": [lx.axis for lx in lexicons for _ in lx.groups],
+                 "group_name": [g for lx in lexicons for g in lx.groups]}
+        docs = DOCS.format(**{k: _list_sql(v) for k, v in lists.items()})
+        sample = _sample(con, docs)
+        representation = con.sql(REPRESENTATION.format(docs=docs)).pl()
+        removal = con.sql(_removal_sql(z).format(docs=docs)).pl()
+        cooccurrence = con.sql(_cooccurrence_sql(z).format(docs=docs)).pl()
     sample.update({
         "confidence": confidence, "z": round(z, 6),
         "rules": {"path": str(ruleset.path), "sha256": ruleset.sha256},
@@ -336,7 +329,14 @@ def report(ws: Workspace, confidence: float = 0.95) -> BiasReport:
     return BiasReport(sample, lex, representation, removal, cooccurrence)
 
 
-DOCS = """docs AS (SELECT b.doc_id, b.tokens, c.action, c.rule_ids
+def _list_sql(values: list[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]::VARCHAR[]"
+
+
+DOCS = """_bias_rules AS (SELECT unnest({rule_id}) AS rule_id, unnest({rule_action}) AS rule_action,
+                                 unnest({measure}) AS measure, unnest(range(len({rule_id}))) AS ord),
+          _bias_groups AS (SELECT unnest({axis}) AS axis, unnest({group_name}) AS group_name),
+          docs AS (SELECT b.doc_id, b.tokens, c.action, c.rule_ids
                    FROM bias_docs b JOIN decisions c USING (doc_id)),
           mentions AS (SELECT t.doc_id, t.axis, t.group_name, t.count, d.tokens, d.action
                        FROM bias_terms t JOIN docs d USING (doc_id)),
@@ -344,11 +344,11 @@ DOCS = """docs AS (SELECT b.doc_id, b.tokens, c.action, c.rule_ids
                      UNION SELECT DISTINCT axis, group_name FROM mentions)"""
 
 
-def _sample(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def _sample(con: duckdb.DuckDBPyConnection, docs: str) -> dict[str, Any]:
     cols = ("documents", "documents_in_report", "documents_without_decision", "documents_not_scanned",
             "documents_after", "tokens_before", "tokens_after", "documents_mentioning_a_group", "toxic_documents")
     row = one(con.execute(f"""
-        WITH {DOCS}
+        WITH {docs}
         SELECT (SELECT count(*) FROM documents),
                (SELECT count(*) FROM docs),
                (SELECT count(*) FROM documents d ANTI JOIN decisions c USING (doc_id)),
@@ -364,7 +364,7 @@ def _sample(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 # Representation: term mentions per million tokens over all documents ("before") and over the documents
 # the policy keeps or redacts ("after"); documents mentioning the group before and after.
 REPRESENTATION = f"""
-    WITH {DOCS},
+    WITH {{docs}},
     totals AS (SELECT sum(tokens) AS tokens, sum(tokens) FILTER (action <> 'drop') AS tokens_after,
                       count(*) AS docs, count(*) FILTER (action <> 'drop') AS docs_after FROM docs),
     agg AS (SELECT axis, group_name, count(*) AS docs_before, sum(count) AS terms_before,
@@ -388,7 +388,7 @@ def _removal_sql(z: float) -> str:
     """Per rule and group: removal rate among documents mentioning the group vs the overall rate."""
     low, high = wilson_sql("x", "n", z)
     return f"""
-    WITH {DOCS},
+    WITH {{docs}},
     fired AS (SELECT doc_id, action, unnest(rule_ids) AS rule_id FROM docs),
     removed AS (
         SELECT f.doc_id, f.rule_id FROM fired f JOIN _bias_rules r USING (rule_id)
@@ -416,7 +416,7 @@ def _cooccurrence_sql(z: float) -> str:
     """Per group: share of its documents that also contain toxic terms, against all documents."""
     low, high = wilson_sql("x", "n", z)
     return f"""
-    WITH {DOCS},
+    WITH {{docs}},
     toxic AS (SELECT doc_id, sum(count) AS toxic_terms FROM mentions WHERE axis = '{TOXICITY}' GROUP BY doc_id),
     base AS (SELECT count(*) AS n, count(t.doc_id) AS x, coalesce(sum(t.toxic_terms), 0) AS terms,
                     sum(d.tokens) AS tokens FROM docs d LEFT JOIN toxic t USING (doc_id)),

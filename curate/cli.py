@@ -287,7 +287,9 @@ def bias(
     for key in ("documents_without_decision", "documents_not_scanned"):
         if s[key]:
             out.print(f"[yellow]note:[/yellow] {s[key]} {key.replace('_', ' ')} (left out)")
-    out.print(_table("lexicons", list(r.lexicons.columns), [list(x) for x in r.lexicons.iter_rows()]))
+    out.print(_table("lexicons", ["axis", "version", "file", "sha256", "groups", "terms", "exclusions"],
+                     [[x["axis"], x["version"], x["file"], x["sha256"][:12] + "…", x["groups"], x["terms"],
+                       x["exclusions"]] for x in r.lexicons.iter_rows(named=True)]))
     rep = r.representation.filter(pl.col("docs_before") > 0)
     out.print(_table("representation (terms per million tokens)",
                      ["axis", "group", "docs before", "docs after", "per M before", "per M after", "after/before"],
