@@ -18,8 +18,8 @@ from .workspace import Workspace, WorkspaceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Curate: training-data curation and audit. Signals first, decisions later.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 WS = Annotated[Path, typer.Argument(help="Workspace directory.")]
 Rules = Annotated[Path | None, typer.Option("--rules", help="Rules file (default: rules/default.toml).")]
@@ -301,6 +301,66 @@ def card(ws: WS, out_dir: Annotated[Path, typer.Option("--out", help="Directory 
     r = Workspace(ws).card(out_dir, manifest=manifest, name=name)
     for p in r.files:
         out.print(f"wrote {p}")
+
+
+@app.command()
+@friendly
+def bias(
+    ws: WS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+    all_rows: Annotated[bool, typer.Option("--all", help="Print every rule x group comparison, not only flagged.")]
+    = False,
+    confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+) -> None:
+    """Representation per group before/after the policy, removal rate per rule and group, toxicity co-occurrence."""
+    import polars as pl
+
+    r = Workspace(ws).bias(confidence=confidence)
+    if as_json:
+        out.print_json(json.dumps(r.to_dict()))
+        return
+    s = r.sample
+    out.print(f"{s['documents_in_report']} documents, {s['tokens_before']} tokens before the policy; "
+              f"{s['documents_after']} documents, {s['tokens_after']} tokens after (kept or redacted). "
+              f"{s['documents_mentioning_a_group']} mention a group, {s['toxic_documents']} contain toxic terms.",
+              highlight=False)
+    if not s["lexicons_current"]:
+        out.print("[yellow]note:[/yellow] the lexicons changed since the bias stage ran: run `curate run` again")
+    for key in ("documents_without_decision", "documents_not_scanned"):
+        if s[key]:
+            out.print(f"[yellow]note:[/yellow] {s[key]} {key.replace('_', ' ')} (left out)")
+    out.print(_table("lexicons", ["axis", "version", "file", "sha256", "groups", "terms", "exclusions"],
+                     [[x["axis"], x["version"], x["file"], x["sha256"][:12] + "…", x["groups"], x["terms"],
+                       x["exclusions"]] for x in r.lexicons.iter_rows(named=True)]))
+    rep = r.representation.filter(pl.col("docs_before") > 0)
+    out.print(_table("representation (terms per million tokens)",
+                     ["axis", "group", "docs before", "docs after", "per M before", "per M after", "after/before"],
+                     [[x["axis"], x["group_name"], x["docs_before"], x["docs_after"], _f(x["per_million_before"]),
+                       _f(x["per_million_after"]), _f(x["change"], 2)] for x in rep.iter_rows(named=True)]))
+    out.print(f"{r.representation.height - rep.height} group(s) without any mention", highlight=False)
+    rem = r.removal if all_rows else r.removal.filter(pl.col("flag") != "")
+    pct = f"{confidence:.0%}"
+    out.print(_table(f"removal by rule and group ({'all' if all_rows else 'flagged'}: {pct} interval excludes "
+                     "the overall rate)",
+                     ["rule", "measure", "axis", "group", "docs", "removed", "rate", f"{pct} interval", "overall",
+                      "ratio", "flag"],
+                     [[x["rule_id"], x["measure"], x["axis"], x["group_name"], x["docs"], x["removed"],
+                       _p(x["rate"]), f"{_p(x['ci_low'])}–{_p(x['ci_high'])}", _p(x["overall_rate"]),
+                       _f(x["ratio"], 2), x["flag"]] for x in rem.iter_rows(named=True)]))
+    out.print(f"{s['flagged']} of {s['comparisons']} rule x group comparisons flagged", highlight=False)
+    out.print(_table("co-occurrence with toxic terms (documents)",
+                     ["axis", "group", "docs", "toxic", "rate", f"{pct} interval", "overall", "lift", "flag"],
+                     [[x["axis"], x["group_name"], x["docs"], x["toxic_docs"], _p(x["rate"]),
+                       f"{_p(x['ci_low'])}–{_p(x['ci_high'])}", _p(x["overall_rate"]), _f(x["lift"], 2), x["flag"]]
+                      for x in r.cooccurrence.iter_rows(named=True)]))
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _p(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.1f}%"
 
 
 def main() -> None:

@@ -150,6 +150,12 @@ class Workspace:
 
         return card(self, out, **kwargs)
 
+    def bias(self, confidence: float = 0.95):
+        """The bias report over the current decisions (curate.bias.report)."""
+        from .bias import report
+
+        return report(self, confidence=confidence)
+
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 
