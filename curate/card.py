@@ -56,14 +56,15 @@ class Facts:
     optout: list[dict[str, Any]] | None = None
     exact: dict[str, Any] | None = None
     fuzzy: dict[str, Any] | None = None
-    bias: list[dict[str, Any]] | None = None
-    disparate: list[dict[str, Any]] | None = None
+    bias: Any = None  # curate.bias.BiasReport
+    bias_note: str | None = None
     kept_domains: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(ws: Workspace, manifest: str | os.PathLike[str] | None, name: str | None) -> Facts:
     found = F.latest_manifest(ws.path, manifest)
     mdir, run = found if found else (None, {})
+    bias, bias_note = F.bias_report(ws.path)
     with sandbox(ws) as con:
         present = F.present_tables(con)
         rules = F.rules_in_force(con, run)
@@ -86,7 +87,7 @@ def gather(ws: Workspace, manifest: str | os.PathLike[str] | None, name: str | N
         if "dedup_fuzzy" in present:
             f.fuzzy = F.cluster_sizes(con, "dedup_fuzzy")
         if "bias_terms" in present:
-            f.bias, f.disparate = F.bias_representation(con), F.disparate_removal(con, rules)
+            f.bias, f.bias_note = bias, bias_note
     return f
 
 
@@ -206,18 +207,23 @@ def optout_text(f: Facts) -> str:
 
 
 def bias_text(f: Facts) -> str:
-    if f.bias is None:
+    if "bias_terms" not in f.present:
         return _absent("bias_terms")
-    if not f.bias:
+    if f.bias is None:
+        return f"Not measured: the bias report could not be computed ({f.bias_note})."
+    rep = [r for r in f.bias.representation.to_dicts() if r["docs_before"]]
+    if not rep:
         return "No lexicon term of any group occurs in the documents."
-    rep = "; ".join(f"{r['axis']}/{r['group_name']}: {r['per_million_before']:.1f} → "
-                    f"{(r['per_million_after'] or 0):.1f} mentions per million words" for r in f.bias)
-    flags = [r for r in f.disparate or [] if r["flagged"]]
-    flagged = ("; ".join(f"{r['axis']}/{r['group_name']} under {r['rule']}: removal rate {r['rate']:.1%} "
-                         f"(95% CI {r['ci_low']:.1%}–{r['ci_high']:.1%}) against {r['overall_rate']:.1%} overall"
-                         for r in flags) if flags else "none")
-    return (f"Representation before → after the policy: {rep}. Disparate removal (95% Wilson interval excludes "
-            f"the overall rate): {flagged}.")
+    lex = ", ".join(f"{r['axis']} {r['version']}" for r in f.bias.lexicons.to_dicts())
+    text = "; ".join(f"{r['axis']}/{r['group_name']}: {r['per_million_before']:.1f} → "
+                     f"{(r['per_million_after'] or 0):.1f} mentions per million tokens" for r in rep)
+    flags = [r for r in f.bias.removal.to_dicts() if r["flag"]]
+    flagged = ("; ".join(f"{r['axis']}/{r['group_name']} under {r['rule_id']}: {r['measure']} rate {r['rate']:.1%} "
+                         f"(CI {r['ci_low']:.1%}–{r['ci_high']:.1%}) against {r['overall_rate']:.1%} overall "
+                         f"({r['flag']})" for r in flags) if flags else "none")
+    return (f"Measured with the lexicons {lex} (`curate bias`). Representation before → after the policy: {text}. "
+            f"Disparate removal (the confidence interval of a group's removal rate excludes the rule's overall "
+            f"rate): {flagged}.")
 
 
 def limitations(f: Facts) -> list[str]:

@@ -26,7 +26,7 @@ def _num(v: float) -> str:
     return f"{v:.3g}" if a < 1 else f"{v:,.1f}" if a < 1000 else f"{v:,.0f}"
 
 
-def _clip(label: str, n: int = 38) -> str:
+def _clip(label: str, n: int = 34) -> str:
     return label if len(label) <= n else label[: n - 1] + "…"
 
 

@@ -9,7 +9,6 @@ values are categories and may be shown). A function whose table is absent return
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -322,98 +321,18 @@ def cluster_sizes(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]:
 
 
 # -- bias ------------------------------------------------------------------------------------------------
-Z95 = 1.959963984540054
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def bias_representation(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Per axis and group: mentions per million words and share of documents, before and after the policy.
-
-    Words come from the quality table's word count when it has one, else from splitting the text.
-    """
-    qcols = columns(con, "quality") if "quality" in present_tables(con) else {}
-    wc = next((c for c in ("word_count", "words", "n_words") if c in qcols), None)
-    if wc:
-        words = f"coalesce((SELECT any_value({q(wc)}) FROM quality x WHERE x.doc_id = d.doc_id), 0)"
-    else:
-        words = "len(regexp_split_to_array(trim(d.text), '\\s+'))"
-    return records(con, f"""
-        WITH w AS (SELECT d.doc_id, {words} AS words, coalesce(c.action, 'keep') <> 'drop' AS kept
-                   FROM documents d LEFT JOIN decisions c USING (doc_id)),
-             tot AS (SELECT sum(words) AS words, count(*) AS docs, sum(words) FILTER (kept) AS words_after,
-                            count(*) FILTER (kept) AS docs_after FROM w)
-        SELECT b.axis, b.group_name,
-               sum(b."count") * 1e6 / any_value(tot.words) AS per_million_before,
-               coalesce(sum(b."count") FILTER (w.kept), 0) * 1e6 / nullif(any_value(tot.words_after), 0)
-                   AS per_million_after,
-               count(DISTINCT b.doc_id) AS documents_before,
-               count(DISTINCT b.doc_id) FILTER (w.kept) AS documents_after,
-               count(DISTINCT b.doc_id) / any_value(tot.docs) AS share_before,
-               count(DISTINCT b.doc_id) FILTER (w.kept) / nullif(any_value(tot.docs_after), 0) AS share_after
-        FROM bias_terms b JOIN w USING (doc_id), tot
-        WHERE b."count" > 0
-        GROUP BY b.axis, b.group_name ORDER BY b.axis, per_million_before DESC, b.group_name""")
-
-
-def disparate_removal(con: duckdb.DuckDBPyConnection, rules: dict[str, RuleInfo],
-                      min_docs: int = 5) -> list[dict[str, Any]]:
-    """For every drop rule (and all of them together): removal rate among documents mentioning each group,
-    its 95% Wilson interval, and a flag where the interval excludes the rule's overall removal rate."""
-    terminal = [r.id for r in sorted(rules.values(), key=lambda r: r.order) if r.action in ("drop", "keep")]
-    con.execute("""CREATE OR REPLACE TEMP TABLE _decider AS
-                   SELECT doc_id, action, list_filter(rule_ids, lambda x: list_contains(?::VARCHAR[], x))[1] AS rule
-                   FROM decisions""", [terminal])
-    n_all = one(con.execute("SELECT count(*) FROM _decider"))[0]
-    overall = dict(con.execute("SELECT rule, count(*) FROM _decider WHERE action = 'drop' GROUP BY 1").fetchall())
-    overall["(any rule)"] = sum(overall.values())
-    groups = con.execute("""
-        SELECT b.axis, b.group_name, count(DISTINCT b.doc_id) AS n,
-               list(DISTINCT x.rule) FILTER (x.action = 'drop') AS rules
-        FROM bias_terms b JOIN _decider x USING (doc_id) WHERE b."count" > 0 GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
-    per_rule = dict(((a, g, r), k) for a, g, r, k in con.execute("""
-        SELECT b.axis, b.group_name, x.rule, count(DISTINCT b.doc_id) FROM bias_terms b JOIN _decider x USING (doc_id)
-        WHERE b."count" > 0 AND x.action = 'drop' GROUP BY 1, 2, 3""").fetchall())
-    con.execute("DROP TABLE _decider")
-    out = []
-    for axis, group, n, _ in groups:
-        for rule, removed_all in sorted(overall.items(), key=lambda kv: (kv[0] != "(any rule)", kv[0])):
-            if rule is None:
-                continue
-            k = sum(v for (a, g, _r), v in per_rule.items() if a == axis and g == group) if rule == "(any rule)" \
-                else per_rule.get((axis, group, rule), 0)
-            base = removed_all / n_all if n_all else 0.0
-            lo, hi = wilson(k, n)
-            out.append({"axis": axis, "group_name": group, "rule": rule, "documents": n, "removed": k,
-                        "rate": k / n if n else 0.0, "ci_low": lo, "ci_high": hi, "overall_rate": base,
-                        "flagged": n >= min_docs and not (lo <= base <= hi)})
-    return out
-
-
-def bias_module_report(ws_path: str | os.PathLike[str]) -> tuple[Any, str | None]:
-    """The bias stage's own report (`curate.bias.report(ws)`) when that module exists: (result, note)."""
+def bias_report(ws_path: str | os.PathLike[str]) -> tuple[Any, str | None]:
+    """The bias stage's report (`curate.bias.report`): (report or None, why it is missing)."""
     try:
-        from . import bias  # type: ignore[attr-defined]
-    except ImportError:
-        return None, None
-    fn = getattr(bias, "report", None)
-    if fn is None:
-        return None, None
+        from .bias import report
+    except ImportError as e:
+        return None, f"the bias module is unavailable ({e})"
     from .workspace import Workspace
 
     try:
-        return fn(Workspace(ws_path)), None
+        return report(Workspace(ws_path)), None
     except Exception as e:  # noqa: BLE001 - the report shows what exists and names what failed
-        return None, f"curate.bias.report failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 # -- any table ----------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def report(ws: Workspace | str | os.PathLike[str], out: str | os.PathLike[str],
     found = F.latest_manifest(w.path, manifest)
     run = found[1] if found else {}
     page = _Page()
+    bias, bias_note = F.bias_report(w.path)  # opens the workspace itself: before the sandbox
     with sandbox(w) as con:
         present = F.present_tables(con)
         rules = F.rules_in_force(con, run)
@@ -79,7 +80,7 @@ def report(ws: Workspace | str | os.PathLike[str], out: str | os.PathLike[str],
             else:
                 page.skip(sid, title, f"table `{table}` is absent: {STAGE_OF.get(table, 'its stage')} has not run "
                                       "on this workspace")
-        _bias(page, con, rules, present, w.path)
+        _bias(page, bias, bias_note, present)
         _tables(page, con)
         _provenance(page, con, found, rules)
     html = _document(w, page, totals, run)
@@ -250,41 +251,50 @@ def _domains(page: _Page, con) -> None:
         _table(rows, ["domain", "documents", "bytes", "keep", "redact", "drop"])])
 
 
-def _bias(page: _Page, con, rules: dict[str, F.RuleInfo], present: set[str], ws_path: Path) -> None:
+def _bias(page: _Page, bias: Any, note: str | None, present: set[str]) -> None:
     title = "Bias: representation and disparate removal"
     if "bias_terms" not in present:
         page.skip("bias", title, "table `bias_terms` is absent: the `bias` stage has not run on this workspace")
         return
-    rep = F.bias_representation(con)
-    disp = F.disparate_removal(con, rules)
-    parts = ["<p>Mentions of each group's lexicon terms per million words, before the policy (all documents) and "
-             "after it (documents not dropped).</p>"]
-    for axis in sorted({r["axis"] for r in rep}):
-        rows = [r for r in rep if r["axis"] == axis]
-        parts.append(_fig(charts.paired_bars([(r["group_name"], r["per_million_before"], r["per_million_after"] or 0)
-                                              for r in rows], ("before", "after"), f"Representation: {axis}"),
-                          f"<b>{escape(axis)}</b>: mentions per million words, before and after the policy"))
-    parts.append(_table(rep, ["axis", "group_name", "per_million_before", "per_million_after", "documents_before",
-                              "documents_after", "share_before", "share_after"]))
-    anyrule = [r for r in disp if r["rule"] == "(any rule)"]
-    if anyrule:
-        parts.append("<h3>Disparate removal</h3><p>Removal rate among documents mentioning each group, with its "
-                     "95% Wilson interval, against the overall removal rate (dashed). A group is flagged "
-                     "(red) when the interval excludes the overall rate.</p>")
+    if bias is None:
+        page.skip("bias", title, f"the bias report could not be computed: {note}")
+        return
+    rep = bias.representation.to_dicts()
+    removal = bias.removal.to_dicts()
+    parts = ["<p>From <code>curate.bias.report</code>: mentions of each group's lexicon terms per million tokens, "
+             "before the policy (all documents) and after it (documents not dropped).</p>"]
+    for axis in dict.fromkeys(r["axis"] for r in rep):
+        rows = [r for r in rep if r["axis"] == axis and (r["per_million_before"] or r["per_million_after"])]
+        if rows:
+            parts.append(_fig(charts.paired_bars([(r["group_name"], r["per_million_before"] or 0,
+                                                   r["per_million_after"] or 0) for r in rows],
+                                                 ("before", "after"), f"Representation: {axis}"),
+                              f"<b>{escape(axis)}</b>: mentions per million tokens, before and after the policy"))
+    seen = [r for r in rep if r["docs_before"]]
+    parts.append(_table(seen, ["axis", "group_name", "docs_before", "docs_after", "per_million_before",
+                               "per_million_after", "change"]))
+    if len(seen) < len(rep):
+        parts.append(f'<p class="note">{len(rep) - len(seen)} lexicon group(s) occur in no document.</p>')
+    policy = [r for r in removal if r["rule_id"] == "(policy)" and r["docs"] and r["ci_low"] is not None]
+    parts.append("<h3>Disparate removal</h3><p>For every rule, the removal rate among documents mentioning each "
+                 "group, with its Wilson interval, against the rule's overall rate; flagged where the interval "
+                 "excludes it. The chart shows the final decision (all drop rules together).</p>")
+    if policy:
         parts.append(_fig(charts.intervals([(f"{r['axis']}: {r['group_name']}", r["rate"], r["ci_low"], r["ci_high"],
-                                             r["flagged"]) for r in anyrule], anyrule[0]["overall_rate"],
-                                           "Removal rate by group, all rules"), "All drop rules together"))
-    flagged = [r for r in disp if r["flagged"]]
-    parts.append(f"<p>{len(flagged)} flag(s) over {len({(r['axis'], r['group_name']) for r in disp})} groups and "
-                 f"{len({r['rule'] for r in disp})} rule column(s).</p>")
+                                             bool(r["flag"])) for r in policy], policy[0]["overall_rate"] or 0.0,
+                                           "Removal rate by group, final decision"),
+                          "Removal rate by group (dot) with its confidence interval; red: disparate"))
+    flagged = [r for r in removal if r["flag"]]
+    parts.append(f"<p>{len(flagged)} flag(s) over {len(removal)} rule × group comparisons.</p>")
     if flagged:
-        parts.append(_table(flagged, ["axis", "group_name", "rule", "documents", "removed", "rate", "ci_low",
-                                      "ci_high", "overall_rate"]))
-    result, note = F.bias_module_report(ws_path)
-    if note:
-        parts.append(f'<p class="note">{escape(note)}</p>')
-    if result is not None:
-        parts.append("<h3>Bias stage report (<code>curate.bias.report</code>)</h3>" + _any(result))
+        parts.append(_table(flagged, ["rule_id", "measure", "axis", "group_name", "docs", "removed", "rate", "ci_low",
+                                      "ci_high", "overall_rate", "flag"]))
+    co = [r for r in bias.cooccurrence.to_dicts() if r["flag"]]
+    if co:
+        parts += ["<h3>Co-occurrence with toxic terms (flagged)</h3>",
+                  _table(co, ["axis", "group_name", "docs", "toxic_docs", "rate", "overall_rate", "lift", "flag"])]
+    parts += ["<h3>Lexicons</h3>", _table(bias.lexicons.to_dicts(), ["axis", "version", "file", "groups", "terms",
+                                                                     "sha256"])]
     page.add("bias", title, parts)
 
 

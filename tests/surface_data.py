@@ -3,8 +3,9 @@
 Stages that have not landed yet leave their tables absent; `plant_signals` creates each missing table with
 DESIGN.md's columns and fills it from the real sample documents by simple, deterministic rules (regexes
 for e-mail addresses, SPDX lines, stop words...). A table a real stage already wrote is left as it is.
-Decisions come from the real policy compiler (`decisions_sql`) over a `signals` view of those tables,
-and the manifest from `write_manifest`, so the workspace is consistent and validation passes on it.
+Decisions come from the real policy compiler (`decisions_sql`) over the stages' `signals` view plus
+columns over the planted tables, and the manifest from `write_manifest`, so the workspace is consistent
+and validation passes on it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate import Workspace
-from curate.policy import decisions_sql, default_rules_path, load_rules
+from curate.policy import build_signals_view, decisions_sql, default_rules_path, load_rules
 
 DDL = {
     "dedup_fuzzy": 'CREATE TABLE dedup_fuzzy (doc_id VARCHAR NOT NULL, cluster_id VARCHAR, is_keeper BOOLEAN)',
@@ -102,18 +103,16 @@ when = "pii_spans_count > 0"
 action = "redact"
 '''
 
-SIGNALS = """
-CREATE OR REPLACE VIEW signals AS
-SELECT d.doc_id, length(trim(d.text)) = 0 AS text_empty,
-       coalesce(NOT x.is_keeper, false) AS dup_exact,
-       o.doc_id IS NOT NULL AS optout_matched,
-       coalesce(NOT f.is_keeper, false) AS dup_fuzzy,
-       q.lang AS quality_lang, q.lang_score AS quality_lang_score, q.word_count AS quality_word_count,
-       q.symbol_word_ratio AS quality_symbol_word_ratio,
-       l.doc_id IS NOT NULL AS license_noncommercial,
-       coalesce(p.n, 0) AS pii_spans_count
-FROM documents d
-LEFT JOIN dedup_exact x USING (doc_id)
+# Signals the planted rules use, over the planted tables; added to the stages' own signals view.
+PLANTED_SIGNALS = {
+    "optout_matched": "o.doc_id IS NOT NULL",
+    "dup_fuzzy": "coalesce(NOT f.is_keeper, false)",
+    "quality_lang": "q.lang", "quality_lang_score": "q.lang_score", "quality_word_count": "q.word_count",
+    "quality_symbol_word_ratio": "q.symbol_word_ratio",
+    "license_noncommercial": "l.doc_id IS NOT NULL",
+    "pii_spans_count": "coalesce(p.n, 0)",
+}
+PLANTED_JOINS = """
 LEFT JOIN (SELECT DISTINCT doc_id FROM optout_matches) o USING (doc_id)
 LEFT JOIN (SELECT doc_id, bool_and(is_keeper) AS is_keeper FROM dedup_fuzzy GROUP BY 1) f USING (doc_id)
 LEFT JOIN (SELECT doc_id, any_value(lang) AS lang, any_value(lang_score) AS lang_score,
@@ -196,7 +195,13 @@ def plant_signals(ws_path: Path) -> Path:
                      c AS (SELECT cluster_id FROM k GROUP BY 1 HAVING count(*) > 1)
                 SELECT doc_id, cluster_id, doc_id = arg_min(doc_id, (seq, doc_id)) OVER (PARTITION BY cluster_id)
                 FROM k JOIN c USING (cluster_id)""")
-        con.execute(SIGNALS)
+        # the stages' signals view, kept as `signals_stages`, plus the planted columns it lacks
+        stage_cols = build_signals_view(con, ruleset.raw)
+        con.execute("DROP VIEW IF EXISTS signals_stages")
+        con.execute("ALTER VIEW signals RENAME TO signals_stages")
+        extra = ", ".join(f"{sql} AS {name}" for name, sql in PLANTED_SIGNALS.items() if name not in stage_cols)
+        con.execute(f"CREATE VIEW signals AS SELECT s.*{', ' + extra if extra else ''} "
+                    f"FROM signals_stages s {PLANTED_JOINS}")
         columns = {n: t for n, t, *_ in con.execute("DESCRIBE signals").fetchall()}
         con.execute("BEGIN")
         con.execute("DELETE FROM decisions")
