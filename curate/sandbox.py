@@ -38,11 +38,19 @@ def mirror(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike[str]) -> l
                                 "wait for it to finish and run the command again") from None
         raise
     tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' UNION "
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' ORDER BY 1",
+        [ALIAS]).fetchall()]
+    views = [r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main' AND NOT internal "
-        "ORDER BY 1", [ALIAS, ALIAS]).fetchall()]
+        "ORDER BY 1", [ALIAS]).fetchall()]
     for t in tables:
         con.execute(f'CREATE OR REPLACE VIEW main."{t}" AS SELECT * FROM {ALIAS}.main."{t}"')
+    for v in views:
+        try:
+            con.execute(f'CREATE OR REPLACE VIEW main."{v}" AS SELECT * FROM {ALIAS}.main."{v}"')
+        except duckdb.Error:  # a stored view over a table that is gone: rebuilt on demand, not mirrored
+            continue
+        tables.append(v)
     return tables
 
 
@@ -52,7 +60,10 @@ def sandbox(ws: Workspace | str | os.PathLike[str]) -> Iterator[duckdb.DuckDBPyC
     w = ws if isinstance(ws, Workspace) else Workspace(ws)
     con = duckdb.connect(config=_settings())
     try:
-        con.execute("SET enable_progress_bar = false")
+        try:
+            con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses to touch the setting at all
+            pass
         mirror(con, w.path / DB_NAME)
         yield con
     finally:
@@ -83,6 +94,27 @@ def edit(ruleset: Ruleset, rule_id: str, when: str | None = None, action: str | 
         if r.get("id") == rule_id:
             r.update({k: v for k, v in (("when", when), ("action", action)) if v is not None})
     return replace(ruleset, rules=rules, raw=data, sha256=f"edited:{ruleset.sha256}")
+
+
+def set_threshold(ruleset: Ruleset, rule_id: str, column: str, value: float) -> Ruleset:
+    """A copy of `ruleset` in which the number compared with `column` in rule `rule_id` is `value`."""
+    from .policy import tokenize
+
+    rule = next((r for r in ruleset.rules if r.id == rule_id), None)
+    if rule is None:
+        raise KeyError(f"no rule {rule_id!r} in {ruleset.path}")
+    toks = tokenize(rule.when, rule.id)
+    for i in range(len(toks) - 2):
+        a, op, b = toks[i], toks[i + 1], toks[i + 2]
+        if op[0] != "op":
+            continue
+        num = b if a[:2] == ("name", column) and b[0] == "num" else \
+            a if b[:2] == ("name", column) and a[0] == "num" else None
+        if num:
+            start = num[2] - 1
+            return edit(ruleset, rule_id, when=rule.when[:start] + repr(float(value)).removesuffix(".0")
+                        + rule.when[start + len(num[1]):])
+    raise KeyError(f"rule {rule_id!r} compares no number with {column!r}: {rule.when}")
 
 
 @dataclass
