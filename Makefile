@@ -26,6 +26,7 @@ demo: install
 	$(BIN)/curate verify $(DEMO)/manifest --workspace $(DEMO) --shards
 	$(BIN)/curate export $(DEMO) --out $(DEMO)/export
 	$(BIN)/curate report $(DEMO) --out $(DEMO)/report.html
+	$(BIN)/curate card $(DEMO) --out $(DEMO)/cards
 
 lint: install
 	$(BIN)/ruff check curate tests benchmarks scripts

@@ -13,7 +13,7 @@ from surface_data import PII
 from curate import Workspace
 from curate.policy import load_rules
 from curate.report import report
-from curate.sandbox import edit, what_if
+from curate.sandbox import edit, set_threshold, what_if
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -105,7 +105,7 @@ def test_what_if_moves_exactly_the_documents_a_new_threshold_catches_and_writes_
     manifest = (full_ws / "manifest" / "manifest.parquet").read_bytes()
     rules = load_rules(full_ws / "planted.toml")
     # the planted tables have no stage yet, so use the signals view stored with the decisions
-    w = what_if(full_ws, edit(rules, "too-short", when="quality_word_count < 100"), rebuild_signals=False)
+    w = what_if(full_ws, set_threshold(rules, "too-short", "quality_word_count", 100), rebuild_signals=False)
     with duckdb.connect(str(db), read_only=True) as con:
         expected = sorted(r[0] for r in con.execute("""
             SELECT doc_id FROM decisions JOIN quality USING (doc_id)
@@ -118,6 +118,16 @@ def test_what_if_moves_exactly_the_documents_a_new_threshold_catches_and_writes_
     assert db.read_bytes() == before and (full_ws / "manifest" / "manifest.parquet").read_bytes() == manifest
 
 
-def test_edit_refuses_an_unknown_rule(full_ws):
+def test_set_threshold_rewrites_only_the_number_and_refuses_what_is_not_there(full_ws):
+    rules = load_rules(full_ws / "planted.toml")
+    moved = set_threshold(rules, "not-english", "quality_lang_score", 0.25)
+    def when(rs):
+        return next(r.when for r in rs.rules if r.id == "not-english")
+
+    assert when(moved) == "quality_lang <> 'en' and quality_lang_score >= 0.25"
+    assert when(rules) == "quality_lang <> 'en' and quality_lang_score >= 0.5"
+    assert moved.sha256 != rules.sha256
     with pytest.raises(KeyError, match="no rule"):
-        edit(load_rules(full_ws / "planted.toml"), "no-such-rule", when="true")
+        edit(rules, "no-such-rule", when="true")
+    with pytest.raises(KeyError, match="compares no number"):
+        set_threshold(rules, "not-english", "quality_word_count", 3)
