@@ -89,7 +89,7 @@ def registry_info(run: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in run.items() if "registry" in k.lower() or "optout" in k.lower()}
     for s in run.get("stages", []):
         for a in s.get("assets", []) or []:
-            if "registry" in str(a.get("kind", "")).lower() or "optout" in str(a.get("kind", "")).lower():
+            if "registry" in str(a.get("kind", "")).lower():
                 out.setdefault("assets", []).append(a)
     return out
 
@@ -345,8 +345,10 @@ def table_summary(con: duckdb.DuckDBPyConnection, table: str, hide: set[str] = f
     for c, t in cols.items():
         if c == "doc_id" or c in hide:
             continue
-        nulls, distinct = one(con.execute(f"SELECT count(*) - count({q(c)}), approx_count_distinct({q(c)}) "
-                                          f"FROM {q(table)}"))
+        nested = t.upper().endswith("]") or t.upper().startswith(("STRUCT", "MAP", "UNION", "BLOB"))
+        nulls, distinct = one(con.execute(
+            f"SELECT count(*) - count({q(c)}), {'NULL' if nested else f'approx_count_distinct({q(c)})'} "
+            f"FROM {q(table)}"))
         info: dict[str, Any] = {"column": c, "type": t, "nulls": nulls, "distinct": distinct}
         if is_numeric(t):
             mn, md, mx = one(con.execute(f"SELECT min({q(c)}), median({q(c)}), max({q(c)}) FROM {q(table)}"))

@@ -176,14 +176,17 @@ def signal_suites(con, table: str) -> list[Suite]:
     """Generic checks from a signal table's columns (ids, offsets, scores, counts, hashes, clusters)."""
     cols = F.columns(con, table)
     t = F.q(table)
-    checks = [_c("ExpectColumnValuesToNotBeNull", "every signal names a document", column="doc_id")]
-    if table in ONE_ROW_PER_DOC:
+    checks, derived, derived_sql = [], [], []
+    refs = [c for c in cols if c == "doc_id" or c in ("doc_a", "doc_b")]  # columns naming a document
+    for c in refs:
+        checks.append(_c("ExpectColumnValuesToNotBeNull", f"every row names its document ({c})", column=c))
+        derived_sql.append(f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = s.{F.q(c)}) AS {c}_known")
+        derived.append(_true(f"{c}_known", f"no signal for an unknown document ({c})"))
+    if table in ONE_ROW_PER_DOC and "doc_id" in cols:
         checks.append(_c("ExpectColumnValuesToBeUnique", "one row per document", column="doc_id"))
     for c in REQUIRED.get(table, []):
         if c in cols:
             checks.append(_c("ExpectColumnValuesToNotBeNull", f"{c} is always set", column=c))
-    derived_sql = ["d.doc_id IS NOT NULL AS known_document"]
-    derived = [_true("known_document", "no signal for an unknown document")]
     for c, typ in cols.items():
         low = c.lower()
         if (table, c) in CATEGORIES:
@@ -194,21 +197,24 @@ def signal_suites(con, table: str) -> list[Suite]:
                 derived_sql.append(_hex(f"s.{F.q(c)}", f"{c}_is_hex"))
                 derived.append(_true(f"{c}_is_hex", f"{c} is SHA-256 hex"))
             continue
-        if low == "score" or low.endswith("_score") or low.endswith(("_frac", "_fraction", "_prob")):
+        if low in ("score", "jaccard", "similarity") or low.endswith(("_score", "_frac", "_fraction", "_prob",
+                                                                       "_jaccard")):
             checks.append(_c("ExpectColumnValuesToBeBetween", f"{c} is in [0, 1]", column=c, min_value=0,
                              max_value=1))
-        elif low in ("count", "start", "end") or low.endswith(("_count", "_ratio", "_chars", "_words")) \
-                or low.startswith("n_"):
+        elif low in ("count", "start", "end", "words", "tokens") or low.startswith("n_") \
+                or low.endswith(("_count", "_ratio", "_chars", "_words", "_tokens", "_size", "_lines")):
             checks.append(_c("ExpectColumnValuesToBeBetween", f"{c} is not negative", column=c, min_value=0))
-    if "start" in cols and "end" in cols:
-        derived_sql.append('s."start", s."end", length(d.text) AS text_chars')
+    if "doc_id" in cols and "start" in cols and "end" in cols:
+        derived_sql.append('s."start", s."end", '
+                           "(SELECT max(length(d.text)) FROM documents d WHERE d.doc_id = s.doc_id) AS text_chars")
         derived += [
-            _c("ExpectColumnPairValuesAToBeGreaterThanB", "spans are not empty", column_A="end", column_B="start"),
+            _c("ExpectColumnPairValuesAToBeGreaterThanB", "spans are not empty", column_A="end", column_B="start",
+               ignore_row_if="either_value_is_missing"),  # a licence notice may have no span
             _c("ExpectColumnPairValuesAToBeGreaterThanB", "spans end inside the text", column_A="text_chars",
-               column_B="end", or_equal=True)]
-    out = [Suite(table, checks, table=table),
-           Suite(f"{table}.derived", derived,
-                 query=f"SELECT {', '.join(derived_sql)} FROM {t} s LEFT JOIN documents d USING (doc_id)")]
+               column_B="end", or_equal=True, ignore_row_if="either_value_is_missing")]
+    out = [Suite(table, checks, table=table)] if checks else []
+    if derived:
+        out.append(Suite(f"{table}.derived", derived, query=f"SELECT {', '.join(derived_sql)} FROM {t} s"))
     if "cluster_id" in cols and "is_keeper" in cols:
         out.append(Suite(f"{table}.keepers", [
             _c("ExpectColumnValuesToBeBetween", "exactly one keeper per cluster", column="keepers", min_value=1,

@@ -68,7 +68,7 @@ def test_validation_with_planted_violations_fails_naming_each_and_exits_non_zero
         ("decisions", "one decision per document"),
         ("pii_spans.derived", "spans end inside the text"),
         ("quality", "lang_score is in [0, 1]"),
-        ("bias_terms.derived", "no signal for an unknown document"),
+        ("bias_terms.derived", "no signal for an unknown document (doc_id)"),
         ("dedup_fuzzy.keepers", "exactly one keeper per cluster"),
         ("manifest", "one manifest row per document"),
         ("manifest.derived", "the manifest's action is the workspace's decision"),
