@@ -31,6 +31,8 @@ CLASSES = ("public-domain", "permissive", "copyleft", "no-derivatives", "noncomm
            "unknown")
 GRANTING = ("public-domain", "permissive", "copyleft", "no-derivatives", "noncommercial")
 PUBLIC_DOMAIN = "LicenseRef-Public-Domain"
+EVIDENCE = ("full_text", "notice", "spdx_identifier", "cc_url", "cc_name", "rel_license", "public_domain",
+            "copyright_notice", "all_rights_reserved", "restrictive_notice")
 
 # -- licence expressions (license-expression does the parsing and normalising) --------------------------------
 
@@ -298,6 +300,14 @@ class TemplateIndex:
             breaks[ordered[first] - 1] = True
         out = []
         for seg in np.split(np.arange(len(p)), np.flatnonzero(breaks) + 1):
+            # trim stray matches at the edges (shared phrases of a neighbouring text): within a copy, template
+            # position minus document position stays roughly constant
+            u = seg[tp[seg] >= 0]
+            if len(u) >= 3:
+                delta = tp[u] - p[u]
+                inl = u[np.abs(delta - np.median(delta)) <= max(30, self.lengths[t] // 4)]
+                if len(inl):
+                    seg = seg[(seg >= inl[0]) & (seg <= inl[-1])]
             recall = len(_distinct(j[seg])) / self.sizes[t]
             if recall < self.min_recall:
                 continue
