@@ -73,7 +73,7 @@ def test_licence_texts_under_other_copyright_holders(scanner, doc_id, expected):
 ])
 def test_rewrapped_texts_in_comment_blocks_get_the_right_id_not_a_sibling(scanner, name, expected):
     body = rewrap(template(name), 66, prefix=" * ")
-    doc = f"/*\n * Copyright (c) 2019 Jane Example <jane@example.org>\n *\n{body}\n */\nint main(void) {{ return 0; }}\n"
+    doc = f"/*\n * Copyright (c) 2019 Jane Example <jane@example.org>\n *\n{body}\n */\nint main(void);\n"
     assert full_texts(scanner, doc) == [expected]
 
 
