@@ -95,8 +95,8 @@ class UseClasses:
 
 # -- full texts by similarity ----------------------------------------------------------------------------------
 VAR = "<<var>>"
-SYNONYMS = {"licence": "license", "licences": "licenses", "licenced": "licensed", "licencing": "licensing",
-            "authorised": "authorized", "organisation": "organization", "favour": "favor"}
+SYNONYMS = {"licence": "license", "licences": "licenses", "sublicence": "sublicense", "licenced": "licensed",
+            "licencing": "licensing", "authorised": "authorized", "organisation": "organization", "favour": "favor"}
 K = 3  # words per shingle
 W = 9  # keys per window when telling copies of one template apart
 BITS = 21  # bits per word id in a shingle key (2M words)
@@ -288,24 +288,30 @@ class TemplateIndex:
     def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, starts: np.ndarray,
                  ends: np.ndarray) -> list[FullText]:
         """Split the matched positions of one template into copies, then score each copy."""
+        need = self.min_recall * self.sizes[t]
+        if len(p) < need or len(_distinct(j)) < need:  # cheap exits: cannot reach the recall anywhere
+            return []
         breaks = np.diff(p) > self.max_gap
         # Keys unique in the template give its reading order: where the median template position of the next W
         # such keys falls far behind that of the previous W, another copy starts (a lone outlier does not split).
         ordered = np.flatnonzero(tp >= 0)
-        if len(ordered) >= 2 * W:
+        thr = max(30, self.lengths[t] // 4)
+        if len(ordered) >= 2 * W and (np.diff(tp[ordered]) < -thr).any():
             med = np.median(np.lib.stride_tricks.sliding_window_view(tp[ordered], W), axis=1)
             i = np.arange(W, len(ordered) - W + 1)
-            back = med[i] < med[i - W] - max(30, self.lengths[t] // 4)
+            back = med[i] < med[i - W] - thr
             first = i[back & ~np.concatenate([[False], back[:-1]])]
             breaks[ordered[first] - 1] = True
         out = []
         for seg in np.split(np.arange(len(p)), np.flatnonzero(breaks) + 1):
             # trim stray matches at the edges (shared phrases of a neighbouring text): within a copy, template
             # position minus document position stays roughly constant
+            if len(seg) < need:
+                continue
             u = seg[tp[seg] >= 0]
-            if len(u) >= 3:
-                delta = tp[u] - p[u]
-                inl = u[np.abs(delta - np.median(delta)) <= max(30, self.lengths[t] // 4)]
+            delta = tp[u] - p[u]
+            if len(u) >= 3 and delta.max() - delta.min() > thr:
+                inl = u[np.abs(delta - np.median(delta)) <= thr]
                 if len(inl):
                     seg = seg[(seg >= inl[0]) & (seg <= inl[-1])]
             recall = len(_distinct(j[seg])) / self.sizes[t]
@@ -339,7 +345,7 @@ CC_URL = re.compile(r"creativecommons\.org/(?:licenses/(by(?:-nc)?(?:-sa|-nd)?)/
 CC_NAME = re.compile(
     r"\bCreative\s+Commons\s+(?:(?:Legal\s+Code\s+)?Attribution((?:[-\s]+(?:Non-?Commercial|Share-?Alike|"
     r"No-?Derivatives|No-?Derivs))*)\s+(\d\.\d)|Zero\s+v?1\.0|CC0\s+1\.0)"
-    r"|\bCC[-\s]BY((?:-(?:NC|SA|ND))*)[-\s]+(\d\.\d)\b", re.I)
+    r"|\bCC[-\s]BY((?:-(?:NC|SA|ND))*)[-\s]+(\d\.\d)\b|\bCC0\b", re.I)
 REL_LICENSE = re.compile(r"<(?:a|link)\b[^>]*\brel\s*=\s*[\"']?(?:[^\"'>]*\s)?license\b[^>]*>", re.I)
 HREF = re.compile(r"\bhref\s*=\s*[\"']?([^\"'\s>]+)", re.I)
 COPYRIGHT = re.compile(r"(?:\bcopyright\b\s*(?:\(c\)|©)?|©|\(c\))[ \t]*(?:\d{4}|\(c\)|©)[^\n]{0,160}", re.I)
@@ -352,8 +358,8 @@ PUBLIC_DOMAIN_NOTICE = re.compile(
     r"\b(?:(?:released|placed|dedicated|put|is|are)\s+(?:hereby\s+)?(?:in|into|to)\s+the\s+public\s+domain"
     r"|public\s+domain\s+dedication)", re.I)
 GNU = re.compile(
-    r"\b(?:under|terms\s+of|licen[cs]ed\s+under|released\s+under|distributed\s+under|covered\s+by)\s+"
-    r"(?:the\s+)?(?:terms\s+of\s+)?(?:(?:version|v\.?)\s*(\d(?:\.\d)?)\s+(?:of\s+)?(?:the\s+)?)?"
+    r"\b(?:under|terms(?:\s+and\s+conditions)?(?:\s+of)?|licen[cs]ed\s+under|released\s+under|distributed\s+under"
+    r"|covered\s+by)\s+(?:the\s+)?(?:terms\s+of\s+)?(?:(?:version|v\.?)\s*(\d(?:\.\d)?)\s+(?:of\s+)?(?:the\s+)?)?"
     r"GNU\s+(?:(Affero\s+|Lesser\s+|Library\s+)?General\s+Public|(Free\s+Documentation))\s+Licen[cs]e", re.I)
 GNU_TAIL = re.compile(r"[^\n]*(?:\n(?![ \t]*\n)[^\n]*){0,4}")  # the rest of the paragraph, at most 5 lines
 VERSION = re.compile(r"\b(?:version|v\.?)\s*(\d(?:\.\d)?)\b|\bGPL-?v?(\d(?:\.\d)?)\b", re.I)
@@ -370,9 +376,12 @@ SHORT = [  # well-known one-line grants: (regex, SPDX expression, literals that 
      ("mit licen", "mit\nlicen")),
     (re.compile(r"\bApache\s+License\s+v2\.0\s+with\s+LLVM\s+Exceptions", re.I), "Apache-2.0 WITH LLVM-exception",
      ("llvm",)),
+    (re.compile(r"\bterms\s+of\s+the\s+[\"']?Artistic\s+Licen[cs]e[\"']?(?!,?\s+(?:version\s+)?2)", re.I),
+     "Artistic-1.0-Perl", ("artistic",)),
 ]
 PREFILTER = (r"licen[cs]|copyright|\(c\)|©|spdx|creativecommons|creative commons|public domain|rights reserved"
              r"|permission|redistribut|warrant|proprietary|internal use|reproduced|rel=")
+PD_LICENCES = {"CC0-1.0", "Unlicense", "CC-PDDC", "CC-PDM-1.0"}
 SPDX_EXPRESSION = re.compile(r"[A-Za-z0-9.+\-:() ]{1,200}")
 SPDX_GNU = {"": "GPL", "affero": "AGPL", "lesser": "LGPL", "library": "LGPL"}
 GNU_VERSIONS = {"GPL": {"1", "2", "3"}, "LGPL": {"2", "2.1", "3"}, "AGPL": {"1", "3"}, "GFDL": {"1.1", "1.2", "1.3"}}
@@ -465,7 +474,7 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
         notices += [Finding(lic, "notice", m.start(), m.end(), 0.9) for m in _matches(rx, text, low, literals, 80)]
     notices += [Finding(PUBLIC_DOMAIN, "public_domain", m.start(), m.end(), 0.8)
                 for m in _matches(PUBLIC_DOMAIN_NOTICE, text, low, ("domain",), 60, 20)]
-    for m in _matches(CC_NAME, text, low, ("creative", "cc-by", "cc by"), 0, 160):
+    for m in _matches(CC_NAME, text, low, ("creative", "cc-by", "cc by", "cc0"), 0, 160):
         if m.group(2):
             lic = _cc_id(_cc_words(m.group(1) or ""), m.group(2))
         elif m.group(4):
@@ -510,6 +519,9 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
         if "internal" not in m.group().lower() or any(abs(m.start() - e) < 200 or abs(s - m.end()) < 200
                                                        for s, e in notes):
             found.append(Finding(None, "restrictive_notice", m.start(), m.end(), 1.0))
+    # "dedicated to the public domain" inside a CC0/Unlicense grant is that grant, not another licence
+    if any(f.license in PD_LICENCES for f in found):
+        found = [f for f in found if f.evidence != "public_domain"]
     return sorted(set(found), key=lambda f: (f.start, f.end, f.evidence, f.license or ""))
 
 

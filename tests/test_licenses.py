@@ -146,7 +146,7 @@ def test_markers_spdx_cc_rel_license(scanner):
     found = {(f.evidence, f.license) for f in scan(doc, scanner.index)}
     assert found == {("spdx_identifier", "GPL-2.0-or-later"), ("spdx_identifier", "MIT OR Apache-2.0"),
                      ("cc_url", "CC-BY-NC-SA-4.0"), ("cc_name", "CC-BY-ND-3.0"), ("cc_url", "CC0-1.0"),
-                     ("rel_license", "CC0-1.0"), ("rel_license", None)}
+                     ("rel_license", "CC0-1.0"), ("cc_name", "CC0-1.0"), ("rel_license", None)}
 
 
 def test_use_classes_of_expressions(scanner):
