@@ -227,6 +227,9 @@ class TemplateIndex:
         all_keys, self.pair_t, self.pair_pos = all_keys[order], all_t[order], all_p[order]
         self.keys, first = np.unique(all_keys, return_index=True)
         self.indptr = np.append(first, len(all_keys)).astype(np.int64)
+        # per template: its keys as sorted indices into self.keys, with their positions in the template
+        self.t_keys = [np.searchsorted(self.keys, k) for k, _ in per]
+        self.t_pos = [tpos for _, tpos in per]
 
     def _ids(self, hashes: np.ndarray) -> np.ndarray:
         i = np.searchsorted(self.vocab_hash, hashes)
@@ -263,33 +266,36 @@ class TemplateIndex:
         pos, j = pos[hit], j[hit]
         if len(pos) < 10:
             return found
-        lo, hi = self.indptr[j], self.indptr[j + 1]
-        lens = hi - lo
-        pair = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        rep_t, rep_pos, rep_j = self.pair_t[pair], np.repeat(pos, lens), np.repeat(j, lens)
-        rep_d = toks.doc[rep_pos]
-        n_t = len(self.names)
-        group = rep_d * n_t + rep_t
-        # candidates: (document, template) pairs with enough hits (repeats counted: a cheap upper bound of recall)
-        counts = np.bincount(group, minlength=len(texts) * n_t)
-        wanted = counts >= self.min_recall * np.tile(self.sizes, len(texts))
-        if not wanted.any():
+        n_t, n_k, n_d = len(self.names), len(self.keys), len(texts)
+        hit_doc = toks.doc[pos]  # ascending, as pos is
+        # exact recall bound per (document, template): expand each document's distinct keys to their templates
+        dj = _distinct(hit_doc * n_k + j)
+        d_doc, d_j = dj // n_k, dj % n_k
+        lens = self.indptr[d_j + 1] - self.indptr[d_j]
+        pair = np.repeat(self.indptr[d_j] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+        counts = np.bincount(np.repeat(d_doc, lens) * n_t + self.pair_t[pair], minlength=n_d * n_t)
+        wanted = np.flatnonzero(counts >= self.min_recall * np.tile(self.sizes, n_d))
+        if not len(wanted):
             return found
-        sel = np.flatnonzero(wanted[group])
-        sel = sel[np.argsort(group[sel], kind="stable")]  # by (document, template), positions stay in order
-        bounds = np.flatnonzero(np.diff(group[sel])) + 1
-        for part in np.split(sel, bounds):
-            d, t = divmod(int(group[part[0]]), n_t)
-            first = np.searchsorted(toks.doc, d)
-            found[d] += self._regions(t, rep_pos[part] - first, rep_j[part], self.pair_pos[pair[part]],
-                                      toks.start[first:], toks.end[first:])
+        hit_first = np.searchsorted(hit_doc, np.arange(n_d + 1))
+        tok_first = np.searchsorted(toks.doc, np.arange(n_d))
+        for g in wanted:
+            d, t = divmod(int(g), n_t)
+            jd, pd = j[hit_first[d]:hit_first[d + 1]], pos[hit_first[d]:hit_first[d + 1]]
+            tk = self.t_keys[t]
+            i = np.searchsorted(tk, jd)
+            i[i == len(tk)] = 0
+            m = tk[i] == jd
+            first = tok_first[d]
+            found[d] += self._regions(t, pd[m] - first, jd[m], self.t_pos[t][i[m]], toks.start[first:],
+                                      toks.end[first:])
         return [_best(f) for f in found]
 
     def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, starts: np.ndarray,
                  ends: np.ndarray) -> list[FullText]:
         """Split the matched positions of one template into copies, then score each copy."""
         need = self.min_recall * self.sizes[t]
-        if len(p) < need or len(_distinct(j)) < need:  # cheap exits: cannot reach the recall anywhere
+        if len(p) < need:
             return []
         breaks = np.diff(p) > self.max_gap
         # Keys unique in the template give its reading order: where the median template position of the next W
@@ -303,21 +309,22 @@ class TemplateIndex:
             first = i[back & ~np.concatenate([[False], back[:-1]])]
             breaks[ordered[first] - 1] = True
         out = []
-        for seg in np.split(np.arange(len(p)), np.flatnonzero(breaks) + 1):
+        bounds = [0, *(np.flatnonzero(breaks) + 1).tolist(), len(p)]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if b - a < need:
+                continue
             # trim stray matches at the edges (shared phrases of a neighbouring text): within a copy, template
             # position minus document position stays roughly constant
-            if len(seg) < need:
-                continue
-            u = seg[tp[seg] >= 0]
+            u = a + np.flatnonzero(tp[a:b] >= 0)
             delta = tp[u] - p[u]
             if len(u) >= 3 and delta.max() - delta.min() > thr:
                 inl = u[np.abs(delta - np.median(delta)) <= thr]
                 if len(inl):
-                    seg = seg[(seg >= inl[0]) & (seg <= inl[-1])]
-            recall = len(_distinct(j[seg])) / self.sizes[t]
+                    a, b = int(inl[0]), int(inl[-1]) + 1
+            recall = len(_distinct(j[a:b])) / self.sizes[t]
             if recall < self.min_recall:
                 continue
-            ps = p[seg]
+            ps = p[a:b]
             covered = int(np.minimum(np.diff(ps), K).sum()) + K
             precision = covered / (int(ps[-1]) + K - int(ps[0]))
             if precision < self.min_precision:
@@ -507,12 +514,12 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
             lic = _cc_id(cc.group(1), cc.group(2)) if cc.group(1) else \
                 ("CC0-1.0" if cc.group(3).lower() == "zero" else "CC-PDM-1.0")
         found.append(Finding(lic, "rel_license", m.start(), m.end(), 1.0 if lic else 0.5))
-    found += [Finding(None, "copyright_notice", m.start(), m.end(), 1.0)
-              for m in _matches(COPYRIGHT, text, low, ("copyright", "(c)", "©"), 0, 200)]
-    found += [Finding(None, "all_rights_reserved", m.start(), m.end(), 1.0)
-              for m in _matches(ALL_RIGHTS, text, low, ("reserved",), 30, 10)]
-    notes = [(m.start(), m.end()) for m in _matches(COPYRIGHT, text, low, ("copyright", "(c)", "©"), 0, 200)]
-    notes += [(m.start(), m.end()) for m in _matches(ALL_RIGHTS, text, low, ("reserved",), 30, 10)]
+    notices = [Finding(None, "copyright_notice", m.start(), m.end(), 1.0)
+               for m in _matches(COPYRIGHT, text, low, ("copyright", "(c)", "©"), 0, 200)]
+    notices += [Finding(None, "all_rights_reserved", m.start(), m.end(), 1.0)
+                for m in _matches(ALL_RIGHTS, text, low, ("reserved",), 30, 10)]
+    found += notices
+    notes = [(n.start, n.end) for n in notices]
     for m in _matches(RESTRICTIVE, text, low, ("proprietary", "confidential", "internal use", "unauthori",
                                                 "reproduced"), 120, 160):
         # "internal use only" also describes program options: it counts only next to a copyright notice

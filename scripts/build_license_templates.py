@@ -41,12 +41,24 @@ SPDX = {  # SPDX id in the npm package -> SPDX id we report (current, non-deprec
     "Unicode-DFS-2016": "Unicode-DFS-2016", "Unicode-3.0": "Unicode-3.0", "WTFPL": "WTFPL",
     "PostgreSQL": "PostgreSQL", "OpenSSL": "OpenSSL", "curl": "curl", "Libpng": "Libpng", "NCSA": "NCSA",
     "ZPL-2.1": "ZPL-2.1", "EPL-1.0": "EPL-1.0", "EPL-2.0": "EPL-2.0", "CDDL-1.0": "CDDL-1.0", "HPND": "HPND",
-    "AFL-2.1": "AFL-2.1", "OLDAP-2.8": "OLDAP-2.8", "bzip2-1.0.6": "bzip2-1.0.6", "Ms-PL": "Ms-PL", "ICU": "ICU",
+    "AFL-2.1": "AFL-2.1", "OLDAP-2.8": "OLDAP-2.8", "bzip2-1.0.6": "bzip2-1.0.6", "ICU": "ICU",
     "Apache-1.1": "Apache-1.1", "CC-PDDC": "CC-PDDC", "FSFAP": "FSFAP", "FSFULLR": "FSFULLR",
     "EUPL-1.2": "EUPL-1.2", "GFDL-1.1": "GFDL-1.1-only", "Vim": "Vim", "Beerware": "Beerware",
     "UPL-1.0": "UPL-1.0", "MPL-1.0": "MPL-1.0", "CPL-1.0": "CPL-1.0", "SGI-B-2.0": "SGI-B-2.0",
     "LPPL-1.3c": "LPPL-1.3c", "BlueOak-1.0.0": "BlueOak-1.0.0", "Unicode-TOU": "Unicode-TOU",
     **{c: c for c in CC},
+    # other SPDX licences common in Debian and PyPI
+    **{k: k for k in (
+        "Latex2e", "TCL", "NTP", "MS-PL", "SMAIL-GPL", "Bitstream-Vera", "Sleepycat", "FTL", "GD", "Xfig",
+        "Spencer-86", "Spencer-94", "Spencer-99", "Kazlib", "SWL", "AFL-2.0", "libutil-David-Nugent",
+        "HPND-sell-variant", "MIT-Modern-Variant", "MIT-open-group", "ISC-Veillard", "Info-ZIP", "IJG", "libtiff",
+        "PHP-3.01", "Ruby", "BSD-Source-Code", "CNRI-Python", "OFL-1.0", "W3C", "W3C-20150513", "JSON",
+        "Unicode-DFS-2015", "TCP-wrappers", "MirOS", "BSD-2-Clause-Patent", "BSD-3-Clause-Clear",
+        "BSD-3-Clause-LBNL", "Sendmail", "BSD-4.3TAHOE", "X11-distribute-modifications-variant", "Apache-1.0",
+        "SSLeay-standalone", "MIT-advertising", "MIT-enna", "MIT-feh", "HPND-sell-variant-MIT-disclaimer",
+        "BSD-3-Clause-Attribution", "ECL-2.0", "EFL-2.0", "Intel", "LPL-1.02", "dtoa", "Boehm-GC", "bzip2-1.0.5",
+        "MS-RL",
+    )},
 }
 # Words naming the licensor inside some texts; real copies put their own name there.
 HOLDERS = {
