@@ -167,7 +167,7 @@ def suites(con, run: dict[str, Any] | None, rules: dict[str, F.RuleInfo]) -> lis
 
 ONE_ROW_PER_DOC = {"dedup_exact", "dedup_fuzzy", "quality"}
 CATEGORIES = {("license_signals", "use_class"): USE_CLASSES}
-REQUIRED = {"pii_spans": ["entity_type", "start", "end"], "license_signals": ["license"],
+REQUIRED = {"pii_spans": ["entity_type", "start", "end"], "license_signals": ["use_class", "evidence"],
             "optout_matches": ["entry_id", "match_kind"], "bias_terms": ["axis", "group_name"],
             "dedup_exact": ["content_hash"]}
 
