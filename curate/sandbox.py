@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from .facts import columns, present_tables
 from .workspace import DB_NAME, Workspace, WorkspaceBusy, _settings
 
 if TYPE_CHECKING:
@@ -68,13 +69,6 @@ def sandbox(ws: Workspace | str | os.PathLike[str]) -> Iterator[duckdb.DuckDBPyC
         yield con
     finally:
         con.close()
-
-
-def tables_in(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """Tables (and mirror views) of the connection's main schema."""
-    return {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
-        "AND table_schema = 'main'").fetchall()}
 
 
 # -- what if -------------------------------------------------------------------------------------
@@ -149,13 +143,13 @@ def what_if(ws: Workspace | str | os.PathLike[str], ruleset: Ruleset, rebuild_si
     from .policy import build_signals_view, decisions_sql
 
     with sandbox(ws) as con:
-        present = tables_in(con)
+        present = present_tables(con)
         if rebuild_signals or "signals" not in present:
             cols = build_signals_view(con, ruleset.raw)
         else:
             cols = {n: t for n, t, *_ in con.execute("DESCRIBE signals").fetchall()}
         con.execute(f"CREATE TEMP TABLE _new AS {decisions_sql(ruleset, cols)}")
-        lang = ", q.lang" if "quality" in present and _has_column(con, "quality", "lang") else ""
+        lang = ", q.lang" if "quality" in present and "lang" in columns(con, "quality") else ""
         join = " LEFT JOIN (SELECT doc_id, any_value(lang) AS lang FROM quality GROUP BY 1) q USING (doc_id)" \
             if lang else ""
         changes = con.sql(f"""
@@ -175,7 +169,3 @@ def what_if(ws: Workspace | str | os.PathLike[str], ruleset: Ruleset, rebuild_si
         total = con.execute("SELECT count(*) FROM documents").fetchall()[0][0]
     return WhatIf(changes, groups, total)
 
-
-def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.columns WHERE table_catalog = current_database() "
-                            "AND table_name = ? AND column_name = ?", [table, column]).fetchall()[0][0])
