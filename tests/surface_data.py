@@ -52,87 +52,64 @@ BIAS = [("gender", "female", r"\b(she|her|hers|woman|women|female)\b"),
         ("age", "young", r"\b(young|youth|child|children)\b"),
         ("age", "old", r"\b(old|elderly|senior)\b")]
 
-RULES = '''
-[[rules]]
-id = "opt-out"
-version = "1"
-description = "The creator or site reserved this work against AI training."
-when = "optout_matched"
-action = "drop"
-
-[[rules]]
-id = "near-duplicate"
-version = "1"
-description = "A later near copy of another document."
-when = "dup_fuzzy"
-action = "drop"
-
-[[rules]]
-id = "not-english"
-version = "1"
-description = "Language other than English."
-when = "quality_lang <> 'en' and quality_lang_score >= 0.5"
-action = "drop"
-
-[[rules]]
-id = "too-short"
-version = "1"
-description = "Fewer than 30 words."
-when = "quality_word_count < 30"
-action = "drop"
-
-[[rules]]
-id = "symbol-heavy"
-version = "1"
-description = "More than one symbol per five words."
-when = "quality_symbol_word_ratio > 0.2"
-action = "drop"
-
-[[rules]]
-id = "noncommercial-licence"
-version = "1"
-description = "Licensed for non-commercial use only."
-when = "license_noncommercial"
-action = "drop"
-
-[[rules]]
-id = "personal-data"
-version = "1"
-description = "Contains personal data: replaced by placeholders."
-when = "pii_spans_count > 0"
-action = "redact"
-'''
-
-# Signals the planted rules use, over the planted tables; added to the stages' own signals view.
-PLANTED_SIGNALS = {
-    "optout_matched": "o.doc_id IS NOT NULL",
-    "dup_fuzzy": "coalesce(NOT f.is_keeper, false)",
-    "quality_lang": "q.lang", "quality_lang_score": "q.lang_score", "quality_word_count": "q.word_count",
-    "quality_symbol_word_ratio": "q.symbol_word_ratio",
-    "license_noncommercial": "l.doc_id IS NOT NULL",
-    "pii_spans_count": "coalesce(p.n, 0)",
-}
-PLANTED_JOINS = """
-LEFT JOIN (SELECT DISTINCT doc_id FROM optout_matches) o USING (doc_id)
-LEFT JOIN (SELECT doc_id, bool_and(is_keeper) AS is_keeper FROM dedup_fuzzy GROUP BY 1) f USING (doc_id)
-LEFT JOIN (SELECT doc_id, any_value(lang) AS lang, any_value(lang_score) AS lang_score,
+# Planted rules, each with the table it reads: a rule is used only when that table was planted (a real
+# stage's table comes with that stage's own rules in rules/default.toml).
+RULES = [
+    ("optout_matches", "opt-out", "The creator or site reserved this work against AI training.",
+     "optout_matched", "drop"),
+    ("dedup_fuzzy", "near-duplicate", "A later near copy of another document.", "dup_fuzzy", "drop"),
+    ("quality", "not-english", "Language other than English.",
+     "quality_lang <> 'en' and quality_lang_score >= 0.5", "drop"),
+    ("quality", "too-short", "Fewer than 30 words.", "quality_word_count < 30", "drop"),
+    ("quality", "symbol-heavy", "More than one symbol per five words.", "quality_symbol_word_ratio > 0.2", "drop"),
+    ("license_signals", "noncommercial-licence", "Licensed for non-commercial use only.", "license_noncommercial",
+     "drop"),
+    ("pii_spans", "personal-data", "Contains personal data: replaced by placeholders.", "pii_spans_count > 0",
+     "redact"),
+]
+# Signals the planted rules use: (table, column, SQL over the join below).
+PLANTED_SIGNALS = [
+    ("optout_matches", "optout_matched", "o.doc_id IS NOT NULL"),
+    ("dedup_fuzzy", "dup_fuzzy", "coalesce(NOT f.is_keeper, false)"),
+    ("quality", "quality_lang", "q.lang"), ("quality", "quality_lang_score", "q.lang_score"),
+    ("quality", "quality_word_count", "q.word_count"), ("quality", "quality_symbol_word_ratio", "q.symbol_word_ratio"),
+    ("license_signals", "license_noncommercial", "l.doc_id IS NOT NULL"),
+    ("pii_spans", "pii_spans_count", "coalesce(p.n, 0)"),
+]
+PLANTED_JOINS = {
+    "optout_matches": "LEFT JOIN (SELECT DISTINCT doc_id FROM optout_matches) o USING (doc_id)",
+    "dedup_fuzzy": "LEFT JOIN (SELECT doc_id, bool_and(is_keeper) AS is_keeper FROM dedup_fuzzy GROUP BY 1) f "
+                   "USING (doc_id)",
+    "quality": """LEFT JOIN (SELECT doc_id, any_value(lang) AS lang, any_value(lang_score) AS lang_score,
                   any_value(word_count) AS word_count, any_value(symbol_word_ratio) AS symbol_word_ratio
-           FROM quality GROUP BY 1) q USING (doc_id)
-LEFT JOIN (SELECT DISTINCT doc_id FROM license_signals WHERE use_class = 'noncommercial') l USING (doc_id)
-LEFT JOIN (SELECT doc_id, count(*) AS n FROM pii_spans GROUP BY 1) p USING (doc_id)
-"""
+                  FROM quality GROUP BY 1) q USING (doc_id)""",
+    "license_signals": "LEFT JOIN (SELECT DISTINCT doc_id FROM license_signals WHERE use_class = 'noncommercial') l "
+                       "USING (doc_id)",
+    "pii_spans": "LEFT JOIN (SELECT doc_id, count(*) AS n FROM pii_spans GROUP BY 1) p USING (doc_id)",
+}
+
+
+def _rules_toml(tables: list[str]) -> str:
+    return "".join(f'''
+[[rules]]
+id = "{rid}"
+version = "1"
+description = "{desc}"
+when = "{when}"
+action = "{action}"
+''' for table, rid, desc, when, action in RULES if table in tables)
 
 
 def plant_signals(ws_path: Path) -> Path:
     """Fill every absent signal table, decide with the planted rules, write the manifest; returns the rules file."""
     ws = Workspace(ws_path)
     rules_file = ws_path / "planted.toml"
-    rules_file.write_text(default_rules_path().read_text() + RULES)
-    ruleset = load_rules(rules_file)
     with ws.connect(write=True) as con:
         present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
                                              "WHERE table_schema = 'main'").fetchall()}
         missing = [t for t in DDL if t not in present]
+        rules_file.write_text(default_rules_path().read_text() + _rules_toml(missing))
+        ruleset = load_rules(rules_file)
         for t in missing:
             con.execute(DDL[t])
         docs = con.execute("SELECT doc_id, text FROM documents ORDER BY doc_id").fetchall()
@@ -199,9 +176,10 @@ def plant_signals(ws_path: Path) -> Path:
         stage_cols = build_signals_view(con, ruleset.raw)
         con.execute("DROP VIEW IF EXISTS signals_stages")
         con.execute("ALTER VIEW signals RENAME TO signals_stages")
-        extra = ", ".join(f"{sql} AS {name}" for name, sql in PLANTED_SIGNALS.items() if name not in stage_cols)
-        con.execute(f"CREATE VIEW signals AS SELECT s.*{', ' + extra if extra else ''} "
-                    f"FROM signals_stages s {PLANTED_JOINS}")
+        extra = ", ".join(f"{sql} AS {name}" for table, name, sql in PLANTED_SIGNALS
+                          if table in missing and name not in stage_cols)
+        joins = " ".join(PLANTED_JOINS[t] for t in missing if t in PLANTED_JOINS)
+        con.execute(f"CREATE VIEW signals AS SELECT s.*{', ' + extra if extra else ''} FROM signals_stages s {joins}")
         columns = {n: t for n, t, *_ in con.execute("DESCRIBE signals").fetchall()}
         con.execute("BEGIN")
         con.execute("DELETE FROM decisions")

@@ -49,7 +49,8 @@ def test_cards_from_a_full_workspace(full_ws, tmp_path):
     assert run["manifest"]["root_hash"] in sheet and "Not measured" not in sheet
     top_pii = w.sql("SELECT entity_type FROM pii_spans GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").item()
     assert top_pii in sheet.split("## Personal data")[1].split("##")[0]
-    assert "author (registry version 2)" in sheet and "Disparate removal" in sheet
+    kind, version = w.sql("SELECT match_kind, registry_version FROM optout_matches ORDER BY ALL LIMIT 1").row(0)
+    assert f"{kind} (registry version {version})" in sheet and "Disparate removal" in sheet
 
     # the EU summary: its three parts, top domains by kept content, reservations, licence shares
     for heading in ("## 1. General information", "## 2. List of data sources", "### 2.3 Data crawled",

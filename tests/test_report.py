@@ -77,8 +77,8 @@ def test_report_is_self_contained_and_shows_no_text_or_personal_data(full_ws, tm
     snippets = [t.strip()[:60] for t in texts if len(t.strip()) > 200]
     assert [s for s in snippets if s in html] == []
     # the facts it shows are the workspace's
-    assert "EMAIL_ADDRESS" in html and "noncommercial" in html and "author" in html
-    assert html.count('class="threshold"') >= 3  # too-short, symbol-heavy, not-english lines on their histograms
+    assert "EMAIL_ADDRESS" in html and "noncommercial" in html
+    assert html.count('class="threshold"') >= 3  # rule thresholds drawn on the quality histograms
     import json
 
     run = json.loads((full_ws / "manifest" / "run.json").read_text())
@@ -104,30 +104,35 @@ def test_what_if_moves_exactly_the_documents_a_new_threshold_catches_and_writes_
     before = db.read_bytes()
     manifest = (full_ws / "manifest" / "manifest.parquet").read_bytes()
     rules = load_rules(full_ws / "planted.toml")
-    # the planted tables have no stage yet, so use the signals view stored with the decisions
-    w = what_if(full_ws, set_threshold(rules, "too-short", "quality_word_count", 100), rebuild_signals=False)
-    with duckdb.connect(str(db), read_only=True) as con:
+    # planted tables have no stage, so use the signals view stored with the decisions
+    w = what_if(full_ws, edit(rules, "exact-duplicate", when="dup_exact and exact_copies > 2"),
+                rebuild_signals=False)
+    terminal = [r.id for r in rules.rules if r.action in ("drop", "keep")]
+    with duckdb.connect(str(db), read_only=True) as con:  # dropped only for being a copy, in a cluster of two
         expected = sorted(r[0] for r in con.execute("""
-            SELECT doc_id FROM decisions JOIN quality USING (doc_id)
-            WHERE action <> 'drop' AND word_count < 100""").fetchall())
+            SELECT doc_id FROM decisions JOIN (SELECT doc_id, count(*) OVER (PARTITION BY cluster_id) AS copies
+                                               FROM dedup_exact) USING (doc_id)
+            WHERE action = 'drop' AND copies <= 2
+              AND list_filter(rule_ids, lambda r: list_contains(?, r)) = ['exact-duplicate']""",
+            [terminal]).fetchall())
     assert expected and sorted(w.changes["doc_id"].to_list()) == expected
-    assert set(w.changes["action_new"].to_list()) == {"drop"}
-    assert all("too-short" in r for r in w.changes["rules_new"].to_list())
-    assert w.summary["documents"].sum() == len(expected)
-    assert w.by("domain")["documents"].sum() <= len(expected) and w.groups is not None
+    assert set(w.changes["action_now"].to_list()) == {"drop"} and "drop" not in set(w.changes["action_new"])
+    assert all("exact-duplicate" not in r for r in w.changes["rules_new"].to_list())
+    assert w.summary["documents"].sum() == len(expected) == w.by("domain", top=1000)["documents"].sum()
+    assert w.groups is not None
     assert db.read_bytes() == before and (full_ws / "manifest" / "manifest.parquet").read_bytes() == manifest
 
 
-def test_set_threshold_rewrites_only_the_number_and_refuses_what_is_not_there(full_ws):
-    rules = load_rules(full_ws / "planted.toml")
-    moved = set_threshold(rules, "not-english", "quality_lang_score", 0.25)
-    def when(rs):
-        return next(r.when for r in rs.rules if r.id == "not-english")
+def test_set_threshold_rewrites_only_the_number_and_refuses_what_is_not_there():
+    rules = load_rules()  # the default rules: toxic-language compares two bias signals with numbers
+    moved = set_threshold(rules, "toxic-language", "bias_toxic_per_1k", 0.5)
 
-    assert when(moved) == "quality_lang <> 'en' and quality_lang_score >= 0.25"
-    assert when(rules) == "quality_lang <> 'en' and quality_lang_score >= 0.5"
-    assert moved.sha256 != rules.sha256
+    def when(rs):
+        return next(r.when for r in rs.rules if r.id == "toxic-language")
+
+    assert when(moved) == when(rules).replace("bias_toxic_per_1k >= 2", "bias_toxic_per_1k >= 0.5")
+    assert when(moved) != when(rules) and moved.sha256 != rules.sha256
     with pytest.raises(KeyError, match="no rule"):
         edit(rules, "no-such-rule", when="true")
     with pytest.raises(KeyError, match="compares no number"):
-        set_threshold(rules, "not-english", "quality_word_count", 3)
+        set_threshold(rules, "exact-duplicate", "dup_exact", 3)
