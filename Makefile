@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := work/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean quality-model
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,14 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The default quality model (rules/models/quality-default.bin): examples derived from data/samples, then
+# `curate quality train`. Deterministic: the same samples and settings give the same file.
+quality-model: install
+	rm -rf work/quality-model
+	$(BIN)/python scripts/quality_examples.py work/quality-model
+	$(BIN)/curate quality train work/quality-model/ws --positive work/quality-model/positive.jsonl \
+		--negative work/quality-model/negative.jsonl --out rules/models/quality-default.bin
 
 clean:
 	rm -rf $(VENV) work
