@@ -550,14 +550,15 @@ try:
                                   wordNgrams=p["word_ngrams"], minCount=p["min_count"], seed=p["seed"], thread=1,
                                   verbose=0)
 except RuntimeError as e:
-    sys.exit(f"fastText training failed ({e}); lower lr in the rules file's [quality_model]")
+    sys.exit(f"fastText training failed ({e}); try a lower lr in the rules file's [quality_model]")
 m.save_model(sys.argv[2])
 """
 
 
 def _fit(lines: list[str], workdir: Path, name: str, p: dict[str, Any]) -> Path:
-    """Train with one thread (reproducible bytes) in a fresh interpreter: fasttext-numpy2 0.10.4 keeps state
-    between trainings in one process, and a second training there can fail with a spurious NaN."""
+    """Train with one thread (reproducible bytes) in a fresh interpreter whose large allocations come from
+    fresh, zeroed pages. fasttext-numpy2 0.10.4 does not zero its weight matrix and, with one thread, fastText
+    initialises only its first tenth; reused heap memory then gives a different model or "Encountered NaN"."""
     import subprocess
     import sys
 
@@ -565,8 +566,9 @@ def _fit(lines: list[str], workdir: Path, name: str, p: dict[str, Any]) -> Path:
     data.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
     args = {k: (float(p[k]) if k == "lr" else int(p[k]))
             for k in ("dim", "bucket", "epoch", "lr", "word_ngrams", "min_count", "seed")}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4096"}  # glibc: every block over 4 KiB is a fresh mmap
     done = subprocess.run([sys.executable, "-c", _FIT, str(data), str(model), json.dumps(args)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if done.returncode:
         raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "fastText training failed")
     return model
