@@ -504,7 +504,7 @@ class Quality(Detector):
 
 # -- training and ad-hoc scoring ------------------------------------------------------------------------
 TRAIN_DEFAULTS: dict[str, Any] = {  # overridden by the rules file's [quality_model] table
-    "dim": 8, "bucket": 10000, "epoch": 25, "lr": 0.1, "word_ngrams": 2, "min_count": 3, "seed": 1,
+    "dim": 8, "bucket": 10000, "epoch": 25, "lr": 0.5, "word_ngrams": 2, "min_count": 3, "seed": 1,
     "positive_label": "__label__hq", "negative_label": "__label__lq", "max_chars": 20000,
 }
 

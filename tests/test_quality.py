@@ -229,23 +229,29 @@ def test_train_is_deterministic_and_the_model_separates_the_classes(sample_copy,
     assert wrong.returncode == 2 and "__label__spam" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
-def test_a_configured_model_scores_documents_and_reaches_the_manifest(sample_copy, tmp_path):
-    ws = Workspace(sample_copy)
-    assert ws.sql("SELECT count(*) FROM quality WHERE quality_score IS NULL").item() == 0  # the default model
-    pos, neg = _examples(sample_copy, tmp_path)
+def test_a_configured_model_scores_documents_and_reaches_the_manifest(sample_ws, shards, tmp_path):
+    pos, neg = _examples(sample_ws, tmp_path)
     model = tmp_path / "mine.bin"
-    subprocess.run([*CURATE, "quality", "train", str(sample_copy), "--positive", str(pos), "--negative", str(neg),
+    subprocess.run([*CURATE, "quality", "train", str(sample_ws), "--positive", str(pos), "--negative", str(neg),
                     "--out", str(model)], capture_output=True, check=True)
+    ws = Workspace.init(tmp_path / "ws")
+    ws.ingest([str(shards)])
+    ws.run(workers=1)  # default rules: the default model
+    default = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
     rules = tmp_path / "rules.toml"
     rules.write_text((ROOT / "rules" / "default.toml").read_text().replace(
         'model = "models/quality-default.bin"', f'model = "{model}"'))
-    before = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
-    ws.run(rules=rules, workers=1)
-    after = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
-    assert after.keys() == before.keys() and after != before  # recomputed with the new model
-    run = json.loads((sample_copy / "manifest" / "run.json").read_text())
+    ws.run(rules=rules, workers=1)  # the model's hash is part of the stage's fingerprint: recomputed
+    mine = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
+    assert mine.keys() == default.keys() and mine != default
+    from curate.quality import Classifier
+
+    docs = ws.sql("SELECT doc_id, text FROM documents ORDER BY doc_id").rows()
+    expected = Classifier(model, "__label__hq").prob([t for _, t in docs])
+    assert [mine[d] for d, _ in docs] == pytest.approx(expected)
+    run = json.loads((ws.path / "manifest" / "run.json").read_text())
     assets = [a for s in run["stages"] if s["name"] == "quality" for a in s["assets"]]
     from curate.assets import sha256_file
 
-    assert {"quality model", "language-id model"} <= {a["kind"] for a in assets}
+    assert {"quality model", "language-id model"} == {a["kind"] for a in assets}
     assert any(a["kind"] == "quality model" and a["sha256"] == sha256_file(model) for a in assets)
