@@ -103,13 +103,14 @@ class Words:
 
     def __init__(self) -> None:
         import spacy
+        from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
         from spacy.pipeline.sentencizer import Sentencizer
 
         self.nlp = spacy.blank("en")
+        # Tokens do not depend on lexeme attributes; computing only IS_PUNCT makes new strings ~25% cheaper.
+        self.nlp.vocab.lex_attr_getters = {IS_PUNCT: self.nlp.vocab.lex_attr_getters[IS_PUNCT]}
         self.sentence_punct = frozenset(Sentencizer.default_punct_chars)
         self.features: dict[int, tuple[int, ...]] = {}
-        from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
-
         self.attrs = [ORTH, IDX, LENGTH, IS_PUNCT]
 
     def _feature(self, s: str) -> tuple[int, ...]:
@@ -124,18 +125,22 @@ class Words:
     def tokenize(self, texts: Sequence[str]) -> list[Tokens]:
         if len(self.nlp.vocab) > MAX_VOCAB:  # the tokenizer caches every new string: bound its memory
             self.__init__()
-        out = []
         strings, feats = self.nlp.vocab.strings, self.features
-        for doc in self.nlp.tokenizer.pipe(texts, batch_size=256):
-            arr = doc.to_array(self.attrs) if len(doc) else np.zeros((0, 4), np.uint64)
-            orth = arr[:, 0]
-            for o in np.unique(orth).tolist():
-                if o not in feats:
-                    feats[o] = self._feature(strings[o])
-            f = np.array([feats[o] for o in orth.tolist()], dtype=np.int64).reshape(-1, 6)
-            out.append(Tokens(orth, arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64),
-                              arr[:, 3].astype(bool), f[:, 0].astype(bool), f[:, 1].astype(bool),
-                              f[:, 2].astype(bool), f[:, 3], f[:, 4].astype(bool), f[:, 5].view(np.uint64)))
+        arrs = [doc.to_array(self.attrs).reshape(-1, 4) if len(doc) else np.zeros((0, 4), np.uint64)
+                for doc in self.nlp.tokenizer.pipe(texts, batch_size=256)]
+        every = np.concatenate(arrs) if arrs else np.zeros((0, 4), np.uint64)
+        distinct, inverse = np.unique(every[:, 0], return_inverse=True)  # features once per distinct string
+        for o in distinct.tolist():
+            if o not in feats:
+                feats[o] = self._feature(strings[o])
+        f = np.array([feats[o] for o in distinct.tolist()], dtype=np.int64).reshape(-1, 6)[inverse.reshape(-1)]
+        out, at = [], 0
+        for arr in arrs:
+            a, b = at, at + len(arr)
+            at = b
+            out.append(Tokens(arr[:, 0], arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64),
+                              arr[:, 3].astype(bool), f[a:b, 0].astype(bool), f[a:b, 1].astype(bool),
+                              f[a:b, 2].astype(bool), f[a:b, 3], f[a:b, 4].astype(bool), f[a:b, 5].view(np.uint64)))
         return out
 
     def sentences(self, line: str) -> int:
@@ -169,14 +174,15 @@ def _count_sentences(t: Tokens, line_of: np.ndarray, keep: np.ndarray, n_lines: 
     line = line_of[keep]
     stop = t.sent_punct[keep]
     word = ~t.punct[keep] & ~stop
-    first = np.r_[True, line[1:] != line[:-1]]
+    first = np.ones(len(line), bool)
+    first[1:] = line[1:] != line[:-1]
     np.add.at(counts, line[first], 1)
     pos = np.arange(len(line))
     stops_before = np.cumsum(stop) - stop  # stops strictly before each token
     line_start = np.maximum.accumulate(np.where(first, pos, 0))
     # the previous word token in the same line, else one before the line's first token
     prev_word = np.maximum.accumulate(np.where(word, pos, -1))
-    prev_word = np.r_[-1, prev_word[:-1]]
+    prev_word = np.concatenate(([-1], prev_word[:-1]))
     prev_word = np.where(prev_word >= line_start, prev_word, line_start - 1)
     stops_at_prev = np.where(prev_word >= 0, np.cumsum(stop)[np.maximum(prev_word, 0)], 0)
     starts = word & ~first & (stops_before - stops_at_prev > 0)
@@ -197,12 +203,14 @@ def _find_duplicates(items: Iterable[str]) -> tuple[int, int]:
     return n, chars
 
 
-def _ngram_hashes(keys: np.ndarray, n: int) -> np.ndarray:
-    h = keys[: len(keys) - n + 1].copy()
+def _ngram_hashes(keys: np.ndarray, sizes: Iterable[int]) -> dict[int, np.ndarray]:
+    """Hash of each word n-gram (as a sequence of words) for every size, built one word longer at a time."""
+    out, h = {}, keys
     with np.errstate(over="ignore"):
-        for k in range(1, n):
-            h = h * _MIX + keys[k: len(keys) - n + 1 + k]
-    return h
+        for n in range(2, max(sizes) + 1):
+            h = h[:-1] * _MIX + keys[n - 1:]
+            out[n] = h
+    return {n: out[n] for n in sizes}
 
 
 def _top_ngram_chars(h: np.ndarray, chars: np.ndarray) -> int:
@@ -213,13 +221,21 @@ def _top_ngram_chars(h: np.ndarray, chars: np.ndarray) -> int:
     return int(chars[i]) * int(counts.max())
 
 
-def _concat_hashes(t_chars: np.ndarray, lens: np.ndarray, n: int) -> np.ndarray:
-    """Hash of each n-gram's words joined without a separator, as DataTrove compares them ("".join):
-    equal strings hash equal whatever the word boundaries. Prefix sums of h(w) * BASE^offset."""
-    offset = np.r_[0, np.cumsum(lens)].astype(np.uint64)
+def _concat_hashes(t_chars: np.ndarray, lens: np.ndarray, sizes: Iterable[int]) -> dict[int, np.ndarray]:
+    """Hash of each n-gram's words joined without a separator, as DataTrove compares them ("".join): equal
+    strings hash equal whatever the word boundaries. Prefix sums of h(word) * BASE^offset, then unshifted."""
+    offset = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offset[1:])
     with np.errstate(over="ignore"):
-        prefix = np.r_[np.uint64(0), np.cumsum(t_chars * np.power(np.uint64(_BASE), offset[:-1]))]
-        return (prefix[n:] - prefix[:-n]) * np.power(np.uint64(_BASE_INV), offset[: len(lens) - n + 1])
+        powers = np.full(int(offset[-1]) + 1, _BASE, np.uint64)
+        powers[0] = 1
+        np.multiply.accumulate(powers, out=powers)  # BASE^k mod 2^64
+        inverse = np.full(int(offset[-1]) + 1, _BASE_INV, np.uint64)
+        inverse[0] = 1
+        np.multiply.accumulate(inverse, out=inverse)
+        prefix = np.zeros(len(lens) + 1, np.uint64)
+        np.cumsum(t_chars * powers[offset[:-1]], out=prefix[1:])
+        return {n: (prefix[n:] - prefix[:-n]) * inverse[offset[: len(lens) - n + 1]] for n in sizes}
 
 
 def _dup_ngram_chars(h: np.ndarray, chars: np.ndarray, n: int) -> int:
@@ -227,7 +243,8 @@ def _dup_ngram_chars(h: np.ndarray, chars: np.ndarray, n: int) -> int:
     rule). Only repeat occurrences can hit, so the loop visits those and the n-1 positions each hit skips."""
     order = np.argsort(h, kind="stable")
     hs = h[order]
-    new_group = np.r_[True, hs[1:] != hs[:-1]]
+    new_group = np.ones(len(hs), bool)
+    new_group[1:] = hs[1:] != hs[:-1]
     if new_group.all():
         return 0
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(hs)), 0))
@@ -305,18 +322,17 @@ def _doc_metrics(text: str, t: Tokens, words: Words, s: Settings) -> dict[str, A
     n_dup, dup_chars = _find_duplicates(rlines)
     m["rep_dup_line_frac"] = n_dup / len(rlines) if size else None
     m["rep_dup_line_char_frac"] = _ratio(dup_chars, size)
-    cum = np.r_[0, np.cumsum(lens)]
-    for n in TOP_NGRAMS + DUP_NGRAMS:
-        key = f"rep_top_{n}gram" if n in TOP_NGRAMS else f"rep_dup_{n}gram"
-        if n_tokens < n or not size:
-            m[key] = None if (n in TOP_NGRAMS or not size) else 0.0
-            continue
-        h = _ngram_hashes(keys, n)
-        chars = cum[n:] - cum[:-n]
-        if n in TOP_NGRAMS:
-            m[key] = _top_ngram_chars(h, chars + (n - 1)) / size  # n-grams joined with spaces
-        else:
-            m[key] = _dup_ngram_chars(_concat_hashes(t.chars[w], lens, n), chars, n) / size
+    cum = np.zeros(n_tokens + 1, np.int64)
+    np.cumsum(lens, out=cum[1:])
+    top = [n for n in TOP_NGRAMS if n <= n_tokens] if size else []
+    dup = [n for n in DUP_NGRAMS if n <= n_tokens] if size else []
+    tops = _ngram_hashes(keys, top) if top else {}
+    dups = _concat_hashes(t.chars[w], lens, dup) if dup else {}
+    for n in TOP_NGRAMS:  # n-grams joined with spaces; none when the document is shorter than n words
+        m[f"rep_top_{n}gram"] = _top_ngram_chars(tops[n], cum[n:] - cum[:-n] + (n - 1)) / size if n in tops else None
+    for n in DUP_NGRAMS:  # joined without spaces
+        m[f"rep_dup_{n}gram"] = (_dup_ngram_chars(dups[n], cum[n:] - cum[:-n], n) / size if n in dups
+                                 else (0.0 if size else None))
     m.update(_c4(text, lines, t, words, s))
     # FineWeb
     flines = [x for x in text.split("\n") if x.strip()]
@@ -343,9 +359,10 @@ def _c4(text: str, lines: list[str], t: Tokens, words: Words, s: Settings) -> di
         pos += len(raw)
         line = line.strip()
         split = line.split()
-        if s.c4_max_word_length != -1 and any(len(x) > s.c4_max_word_length for x in split):
+        if s.c4_max_word_length != -1 and len(line) > s.c4_max_word_length and \
+                any(len(x) > s.c4_max_word_length for x in split):
             continue
-        clean = C4_CITATION.sub("", line) if s.c4_remove_citations else line
+        clean = C4_CITATION.sub("", line) if s.c4_remove_citations and "[" in line else line
         if not clean.endswith(C4_END_PUNCTUATION) or clean.endswith("..."):
             no_punct += 1
             continue
