@@ -102,6 +102,9 @@ class Words:
     """spaCy's blank English tokenizer (what DataTrove uses for English) plus per-string features, cached."""
 
     def __init__(self) -> None:
+        self._load()
+
+    def _load(self) -> None:
         import spacy
         from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
         from spacy.pipeline.sentencizer import Sentencizer
@@ -124,7 +127,7 @@ class Words:
 
     def tokenize(self, texts: Sequence[str]) -> list[Tokens]:
         if len(self.nlp.vocab) > MAX_VOCAB:  # the tokenizer caches every new string: bound its memory
-            self.__init__()
+            self._load()
         strings, feats = self.nlp.vocab.strings, self.features
         arrs = [doc.to_array(self.attrs).reshape(-1, 4) if len(doc) else np.zeros((0, 4), np.uint64)
                 for doc in self.nlp.tokenizer.pipe(texts, batch_size=256)]
