@@ -212,6 +212,9 @@ def explain(ws: WS, doc_id: str, as_json: Annotated[bool, typer.Option("--json")
         out.print(f"  rule {r['id']} ({r['action']}): {r['description']}\n    when {r['when']}", highlight=False)
     for table, rows in info["signals"].items():
         cols = list(rows[0])
+        if len(rows) == 1 and len(cols) > 8:  # one wide row (e.g. quality's metrics): one line per column
+            out.print(_table(table, ["column", "value"], [[c, rows[0][c]] for c in cols]))
+            continue
         out.print(_table(table, cols, [[r[c] for c in cols] for r in rows[:50]]))
     for e in info.get("stage_errors", []):
         out.print(f"[yellow]stage {e['stage']} failed on this document:[/yellow] {e['error']}", highlight=False)
