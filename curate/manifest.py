@@ -120,7 +120,7 @@ def _run_record(con: duckdb.DuckDBPyConnection, ruleset) -> dict[str, Any]:
         det = cls(config.get(name, {})) if cls else None
         stages.append({"name": name, "version": cls.version if cls else None, "fingerprints": fps,
                        "current": bool(det) and fps == [det.fingerprint()],
-                       "assets": det.assets() if det else []})
+                       "assets": det.assets() + det.workspace_assets(con) if det else []})
     quarantined, failed = one(con.execute(
         "SELECT count(*) FILTER (\"row\" IS NOT NULL), count(*) FILTER (\"row\" IS NULL) FROM quarantine"
     ))

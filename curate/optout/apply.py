@@ -1,0 +1,85 @@
+"""Re-apply the opt-out registry to a workspace: only the opt-out matches are recomputed (for the
+entries added or revoked since the last application), then the policy, a new manifest, and a diff
+naming, for every document newly excluded or re-included, the entries that caused it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..db import one
+from . import registry
+from .stage import OptOut
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+DIFF = "optout_diff.parquet"
+
+
+@dataclass
+class ApplyReport:
+    before: registry.RegistryState | None  # the registry version the previous matches reflected
+    after: registry.RegistryState
+    diff: pa.Table  # doc_id, url, action_before, action_after, change, entries, kinds
+    summary: dict[str, int]  # excluded / re-included counts
+    manifest: Any
+    diff_path: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def apply(ws: Workspace, rules: str | os.PathLike[str] | None = None,
+          out: str | os.PathLike[str] | None = None) -> ApplyReport:
+    """Match the registry's new entries and revocations, re-decide, write a manifest and its opt-out diff."""
+    from ..manifest import write_manifest
+    from ..policy import decide, load_rules
+    from ..stages import run_stage
+
+    ruleset = load_rules(rules)
+    det = OptOut(ruleset.raw.get("stages", {}).get("optout", {}))
+    out_dir = Path(out) if out else ws.path / "manifest"
+    seconds: dict[str, float] = {}
+    with ws.connect(write=True) as con:
+        t = time.monotonic()
+        before = None
+        if "optout_state" in {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}:
+            row = one(con.execute("SELECT registry_version, registry_hash, active_entries FROM optout_state"))
+            before = registry.RegistryState(*row) if row else None
+        run_stage(con, det)  # new shards, if any, then the incremental match (finalize)
+        after = registry.state(con)
+        con.execute("""CREATE OR REPLACE TEMP TABLE _oo_before AS
+                       SELECT c.doc_id, d.action FROM (SELECT DISTINCT doc_id FROM _oo_changes) c
+                       LEFT JOIN decisions d USING (doc_id)""")
+        seconds["match"] = time.monotonic() - t
+        t = time.monotonic()
+        decide(ws, rules)
+        seconds["policy"] = time.monotonic() - t
+        diff = con.sql("""
+            WITH changed AS (
+                SELECT b.doc_id, b.action AS action_before, d.action AS action_after,
+                       CASE WHEN d.action = 'drop' THEN 'excluded' ELSE 're-included' END AS change
+                FROM _oo_before b JOIN decisions d USING (doc_id)
+                WHERE (d.action = 'drop') <> (coalesce(b.action, '') = 'drop'))
+            SELECT c.doc_id, x.url, c.action_before, c.action_after, c.change,
+                   list(DISTINCT o.entry_id ORDER BY o.entry_id) AS entries,
+                   list(DISTINCT e.kind ORDER BY e.kind) AS kinds
+            FROM changed c JOIN documents x USING (doc_id)
+            JOIN _oo_changes o ON o.doc_id = c.doc_id AND o.change = CASE c.change WHEN 'excluded' THEN '+' ELSE '-' END
+            JOIN (SELECT DISTINCT entry_id, kind FROM optout_events) e USING (entry_id)
+            GROUP BY ALL ORDER BY c.doc_id""").to_arrow_table()
+        con.execute("DROP TABLE IF EXISTS _oo_before")
+        con.execute("DROP TABLE IF EXISTS _oo_changes")
+        t = time.monotonic()
+        manifest = write_manifest(ws, out_dir, rules=rules)
+        seconds["manifest"] = time.monotonic() - t
+    diff_path = out_dir / DIFF
+    pq.write_table(diff, diff_path, compression="zstd")
+    changes = diff.column("change").to_pylist()
+    summary = {"excluded": changes.count("excluded"), "re-included": changes.count("re-included")}
+    return ApplyReport(before, after, diff, summary, manifest, diff_path, seconds)
