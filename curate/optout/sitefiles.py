@@ -190,7 +190,7 @@ def robots_reservation(robots: Robots, path: str, agents: tuple[str, ...], wildc
     for agent in agents:
         rule = robots.blocking_rule(agent, path, wildcard)
         if rule is not None:
-            group = agent if agent.lower() in robots.groups else "*"
+            group = agent.lower() if agent.lower() in robots.groups else "*"
             return f"{agent} (group {group}): {rule}"
     return None
 
