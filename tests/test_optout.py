@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CURATE, write_jsonl
@@ -511,3 +513,26 @@ def test_sample_reservations(sample_ws):
     assert noimage and all("robots:noimageai" in s[d]["optout_reservations"] for d in noimage)
     dropped = dict(ws.sql("SELECT doc_id, list_contains(rule_ids, 'optout-reserved') AS r FROM decisions").iter_rows())
     assert {d for d, r in dropped.items() if r} == reserving
+
+
+def test_work_candidates_from_the_dedup_lsh_index(ows):
+    """With the near-duplicate stage's band index present, `work` candidates come from it (same result)."""
+    from curate.dedup import minhash
+    from curate.optout import apply
+
+    params = {"shingle": "word", "ngram": 5, "num_perm": 128, "seed": 1, "scheme": "affine32", "bands": 21, "rows": 6}
+    with ows.connect(write=True) as con:
+        t = con.sql("SELECT doc_id, seq, text FROM documents ORDER BY seq").to_arrow_table()
+        buckets = minhash.band_hashes(minhash.signatures(t.column("text").to_pylist(), 128, 1), 21, 6)
+        con.register("_b", pa.table({"doc_id": np.repeat(t.column("doc_id").to_numpy(zero_copy_only=False), 21),
+                                     "seq": np.repeat(t.column("seq").to_numpy(), 21),
+                                     "band": np.tile(np.arange(21, dtype=np.int16), len(t)),
+                                     "bucket": buckets.ravel()}))
+        con.execute("CREATE TABLE dedup_bands AS SELECT * FROM _b WHERE doc_id <> 'd7'")  # d7: not banded yet
+        con.execute("CREATE TABLE dedup_fuzzy_state (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        con.execute("INSERT INTO dedup_fuzzy_state VALUES ('lsh', ?)", [json.dumps(params)])
+        from curate.optout.work import lsh_index
+        assert lsh_index(con)["bands"] == 21
+    _add(ows, "work", STORY)
+    apply(ows)
+    assert _matches(ows)["work"] == {"d6", "d7"}  # d6 only through the index, d7 by the direct comparison

@@ -1,33 +1,42 @@
 """`work` entries: a registered text whose near copies anywhere in the corpus match.
 
-Similarity is the exact Jaccard of word 5-gram shingle sets of `curate.text.normalize`d text
-(words are runs of \\w, so punctuation edits do not count). Candidate documents are found through
-an inverted index of the works' shingles, so each document is read once however many works there are.
+A document matches a work when the exact Jaccard similarity of their word 5-gram shingle sets
+(`curate.dedup.minhash.shingle_set`: normalised text, words are runs of \\w) reaches `work_jaccard`.
+Candidates come from the near-duplicate stage's LSH index when it exists (`dedup_bands`: the work's
+MinHash signature is banded with the same parameters, so candidates are an equi-join); documents
+it has not banded, and every document when there is no index, are compared through an inverted
+index of the works' shingles, so each is read once however many works there are.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections import Counter
+from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
-from ..text import normalize
+from ..db import one
+from ..dedup import minhash
 
-WORD = re.compile(r"\w+")
-N = 5
-
-
-def shingle_set(text: str, n: int = N) -> set[str]:
-    """Word n-grams of the normalised text (a text shorter than n is one shingle)."""
-    words = WORD.findall(normalize(text))
-    if len(words) < n:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+KIND, N = "word", 5
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def lsh_index(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The dedup_fuzzy stage's LSH parameters when its band index is present and usable."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if not {"dedup_bands", "dedup_fuzzy_state"} <= tables:
+        return None
+    row = one(con.execute("SELECT value FROM dedup_fuzzy_state WHERE key = 'lsh'"))
+    try:
+        p = json.loads(row[0]) if row else None
+        if p.get("scheme") != "affine32":
+            return None
+        return {k: p[k] for k in ("shingle", "ngram", "num_perm", "seed", "bands", "rows")}
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def work_matches(con: duckdb.DuckDBPyConnection, docs: str, threshold: float) -> list[tuple[str, str, float, bool]]:
@@ -37,21 +46,58 @@ def work_matches(con: duckdb.DuckDBPyConnection, docs: str, threshold: float) ->
                         ).fetchall()
     if not works:
         return []
+    sets = [minhash.shingle_set(text, KIND, N) for _, text, _ in works]
+    lsh = lsh_index(con)
+    if lsh is None:
+        pairs = _scan(con, f"SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)", sets, threshold)
+    else:
+        pairs = _via_lsh(con, docs, [t for _, t, _ in works], sets, lsh, threshold)
+    return sorted((doc_id, works[w][0], round(j, 6), works[w][2]) for doc_id, w, j in pairs)
+
+
+def _scan(con, sql: str, sets: list[set[str]], threshold: float, params: list | None = None):
+    """Every document of the query against every work, through an inverted index of work shingles."""
     index: dict[str, list[int]] = {}
-    sizes = []
-    for i, (_, text, _) in enumerate(works):
-        shingles = shingle_set(text)
-        sizes.append(len(shingles))
+    for w, shingles in enumerate(sets):
         for s in shingles:
-            index.setdefault(s, []).append(i)
+            index.setdefault(s, []).append(w)
     out = []
-    rel = con.execute(f"SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)")
+    rel = con.execute(sql, params or [])
     while batch := rel.fetchmany(2048):
         for doc_id, text in batch:
-            shingles = shingle_set(text)
-            shared = Counter(w for s in shingles for w in index.get(s, ()))
-            for w, common in shared.items():
-                j = common / (len(shingles) + sizes[w] - common)
+            shingles = minhash.shingle_set(text, KIND, N)
+            for w, common in Counter(w for s in shingles for w in index.get(s, ())).items():
+                j = common / (len(shingles) + len(sets[w]) - common)
                 if j >= threshold:
-                    out.append((doc_id, works[w][0], round(j, 6), works[w][2]))
+                    out.append((doc_id, w, j))
+    return out
+
+
+def _via_lsh(con, docs: str, texts: list[str], sets: list[set[str]], lsh: dict[str, Any], threshold: float):
+    sigs = minhash.signatures(texts, lsh["num_perm"], lsh["seed"], lsh["shingle"], lsh["ngram"])
+    buckets = minhash.band_hashes(sigs, lsh["bands"], lsh["rows"])
+    con.register("_oo_wb", pa.table({
+        "work": np.repeat(np.arange(len(texts), dtype=np.int32), lsh["bands"]),
+        "band": np.tile(np.arange(lsh["bands"], dtype=np.int16), len(texts)),
+        "bucket": buckets.ravel(),
+    }))
+    candidates = con.execute(f"""
+        SELECT DISTINCT b.doc_id, w.work FROM dedup_bands b JOIN _oo_wb w USING (band, bucket)
+        WHERE b.doc_id IN (SELECT doc_id FROM {docs}) ORDER BY 1, 2""").fetchall()
+    con.unregister("_oo_wb")
+    out = []
+    by_doc: dict[str, list[int]] = {}
+    for doc_id, w in candidates:
+        by_doc.setdefault(doc_id, []).append(w)
+    if by_doc:
+        con.register("_oo_cand", pa.table({"doc_id": pa.array(sorted(by_doc), pa.string())}))
+        for doc_id, text in con.execute("SELECT doc_id, text FROM documents JOIN _oo_cand USING (doc_id)").fetchall():
+            shingles = minhash.shingle_set(text, KIND, N)
+            for w in by_doc[doc_id]:
+                if (j := minhash.jaccard(shingles, sets[w])) >= threshold:
+                    out.append((doc_id, w, j))
+        con.unregister("_oo_cand")
+    # Documents the LSH stage has not banded yet (ingested after its last run): compared directly.
+    out += _scan(con, f"""SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)
+                          WHERE d.doc_id NOT IN (SELECT doc_id FROM dedup_bands)""", sets, threshold)
     return out
