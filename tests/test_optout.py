@@ -428,6 +428,33 @@ def test_apply_is_incremental(ows):
     assert versions == {"domain": 1, "author": 2}  # the domain's matches were not recomputed
 
 
+def test_incremental_matching_equals_a_full_recompute(ows, tmp_path):
+    from curate.optout import apply
+    from curate.optout.stage import OptOut, match_registry, signals_query
+
+    robots = tmp_path / "robots.txt"
+    robots.write_text("User-agent: GPTBot\nDisallow: /private/\n")
+    a = _add(ows, "domain", "example.org")
+    _add(ows, "work", STORY)
+    apply(ows)
+    registry.import_site(ows, "site.example.com", robots=robots, received_at=WHEN)
+    registry.revoke(ows, a, "Creator", received_at=WHEN)
+    _add(ows, "author", "jose muller")
+    _add(ows, "url_prefix", "https://site.example.com/public/")
+    apply(ows)
+    query = "SELECT * FROM {} ORDER BY ALL"
+    incremental = (ows.sql(query.format("optout_matches")).drop("registry_version"),
+                   ows.sql(query.format("optout_signals")))
+    with ows.connect(write=True) as con:  # forget everything and match from scratch
+        con.execute("UPDATE optout_docs SET matched = false")
+        con.execute("DELETE FROM optout_state")
+        match_registry(con, OptOut())
+        full_signals = con.sql(f"SELECT * FROM ({signals_query('documents')}) ORDER BY ALL").pl()
+    assert incremental[0].equals(ows.sql(query.format("optout_matches")).drop("registry_version"))
+    assert incremental[1].equals(ows.sql(query.format("optout_signals"))) and incremental[1].equals(full_signals)
+    assert incremental[1].height == len(DOCS)
+
+
 def test_optout_rules_take_precedence_over_keep_rules(ows, tmp_path):
     from curate.policy import default_rules_path
 

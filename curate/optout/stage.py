@@ -116,6 +116,16 @@ class OptOut(Detector):
             verified BOOLEAN,                  -- the entry was verified
             detail VARCHAR                     -- site files: the rule that reserves the document
         )""",
+        "optout_signals": """CREATE TABLE optout_signals (
+            doc_id VARCHAR NOT NULL,
+            optout_matched BOOLEAN,          -- an opt-out registry entry matches (domain, url, ..., work)
+            optout_kinds VARCHAR[],          -- kinds of every matching entry and site file
+            optout_entries VARCHAR[],        -- ids of the matching registry entries
+            optout_verified BOOLEAN,         -- one of them is verified
+            optout_work_jaccard DOUBLE,      -- best Jaccard against a registered work (0 if none)
+            optout_reserved BOOLEAN,         -- a machine-readable reservation covers the text
+            optout_reservations VARCHAR[]    -- markers (robots:noai, ...) and site files (robots_txt, ...)
+        )""",
         "optout_state": """CREATE TABLE optout_state (
             registry_version BIGINT NOT NULL, registry_hash VARCHAR NOT NULL, active_entries BIGINT NOT NULL
         )""",
@@ -183,29 +193,34 @@ class OptOut(Detector):
     def finalize(self, con: duckdb.DuckDBPyConnection) -> None:
         match_registry(con, self)
 
-    def signals_sql(self, rules: dict[str, Any]) -> str:
-        reg = ", ".join(f"'{k}'" for k in REGISTRY_KINDS)
-        reserving = ", ".join(f"'{m}'" for m in RESERVING_MARKERS)
-        return f"""
-            SELECT d.doc_id,
-                   coalesce(m.registry, false) AS optout_matched,
-                   coalesce(m.kinds, []::VARCHAR[]) AS optout_kinds,
-                   coalesce(m.entries, []::VARCHAR[]) AS optout_entries,
-                   coalesce(m.verified, false) AS optout_verified,
-                   coalesce(m.work_jaccard, 0.0) AS optout_work_jaccard,
-                   coalesce(m.site, false) OR list_has_any(d.markers, [{reserving}]) AS optout_reserved,
-                   list_sort(list_distinct(list_concat(d.markers, coalesce(m.site_kinds, []::VARCHAR[]))))
-                       AS optout_reservations
-            FROM optout_docs d LEFT JOIN (
-                SELECT doc_id,
-                       bool_or(match_kind IN ({reg})) AS registry,
-                       list(DISTINCT match_kind ORDER BY match_kind) AS kinds,
-                       list(DISTINCT entry_id ORDER BY entry_id) FILTER (match_kind IN ({reg})) AS entries,
-                       bool_or(verified) FILTER (match_kind IN ({reg})) AS verified,
-                       max(score) FILTER (match_kind = 'work') AS work_jaccard,
-                       bool_or(match_kind NOT IN ({reg})) AS site,
-                       list(DISTINCT match_kind ORDER BY match_kind) FILTER (match_kind NOT IN ({reg})) AS site_kinds
-                FROM optout_matches GROUP BY doc_id) m USING (doc_id)"""
+    signals = "SELECT * FROM optout_signals"
+
+
+def signals_query(restrict: str) -> str:
+    """Per-document opt-out signals from optout_docs and optout_matches, for the documents of `restrict`
+    (a relation with a doc_id column); kept materialised in optout_signals and refreshed where matches change."""
+    reg = ", ".join(f"'{k}'" for k in REGISTRY_KINDS)
+    reserving = ", ".join(f"'{m}'" for m in RESERVING_MARKERS)
+    return f"""
+        SELECT d.doc_id,
+               coalesce(m.registry, false) AS optout_matched,
+               coalesce(m.kinds, []::VARCHAR[]) AS optout_kinds,
+               coalesce(m.entries, []::VARCHAR[]) AS optout_entries,
+               coalesce(m.verified, false) AS optout_verified,
+               coalesce(m.work_jaccard, 0.0) AS optout_work_jaccard,
+               coalesce(m.site, false) OR list_has_any(d.markers, [{reserving}]) AS optout_reserved,
+               list_sort(list_distinct(list_concat(d.markers, coalesce(m.site_kinds, []::VARCHAR[]))))
+                   AS optout_reservations
+        FROM (SELECT * FROM optout_docs SEMI JOIN {restrict} USING (doc_id)) d LEFT JOIN (
+            SELECT doc_id,
+                   bool_or(match_kind IN ({reg})) AS registry,
+                   list_sort(list_distinct(list(match_kind))) AS kinds,
+                   list_sort(list_distinct(list(entry_id) FILTER (match_kind IN ({reg})))) AS entries,
+                   bool_or(verified) FILTER (match_kind IN ({reg})) AS verified,
+                   max(score) FILTER (match_kind = 'work') AS work_jaccard,
+                   bool_or(match_kind NOT IN ({reg})) AS site,
+                   list_sort(list_distinct(list(match_kind) FILTER (match_kind NOT IN ({reg})))) AS site_kinds
+            FROM optout_matches SEMI JOIN {restrict} USING (doc_id) GROUP BY doc_id) m USING (doc_id)"""
 
 
 # -- incremental matching ---------------------------------------------------------------------------------
@@ -234,9 +249,14 @@ def match_registry(con: duckdb.DuckDBPyConnection, det: OptOut) -> registry.Regi
         WITH now AS (SELECT doc_id, entry_id FROM optout_matches WHERE {scope})
         SELECT doc_id, entry_id, '+' AS change FROM (SELECT * FROM now EXCEPT SELECT * FROM _oo_old)
         UNION ALL SELECT doc_id, entry_id, '-' FROM (SELECT * FROM _oo_old EXCEPT SELECT * FROM now)""")
+    # Signals of the documents whose matches changed, and of new documents, are refreshed.
+    con.execute("""CREATE OR REPLACE TEMP TABLE _oo_refresh AS
+                   SELECT doc_id FROM _oo_changes UNION SELECT doc_id FROM _oo_new_docs""")
+    con.execute("DELETE FROM optout_signals WHERE doc_id IN (SELECT doc_id FROM _oo_refresh)")
+    con.execute(f"INSERT INTO optout_signals {signals_query('_oo_refresh')}")
     con.execute("DELETE FROM optout_state")
     con.execute("INSERT INTO optout_state VALUES (?, ?, ?)", [st.version, st.sha256, st.active])
-    for t in ("_oo_touched", "_oo_new_docs", "_oo_old", "_oo_e"):
+    for t in ("_oo_touched", "_oo_new_docs", "_oo_old", "_oo_e", "_oo_refresh"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return st
 
