@@ -447,7 +447,7 @@ def test_incremental_matching_equals_a_full_recompute(ows, tmp_path):
                    ows.sql(query.format("optout_signals")))
     with ows.connect(write=True) as con:  # forget everything and match from scratch
         con.execute("UPDATE optout_docs SET matched = false")
-        con.execute("DELETE FROM optout_state")
+        con.execute("DELETE FROM meta WHERE key = 'optout.matched_registry'")
         match_registry(con, OptOut())
         full_signals = con.sql(f"SELECT * FROM ({signals_query('documents')}) ORDER BY ALL").pl()
     assert incremental[0].equals(ows.sql(query.format("optout_matches")).drop("registry_version"))
@@ -470,7 +470,8 @@ action = "keep"
     _add(ows, "author", "jose muller")
     from curate.optout import apply
 
-    apply(ows, rules=rules)
+    r = apply(ows, rules=rules)
+    assert r.patched == {"policy": False, "manifest": False}  # another rules file: everything re-decided
     assert _actions(ows)["d9"] == "drop"
 
 
@@ -563,3 +564,21 @@ def test_work_candidates_from_the_dedup_lsh_index(ows):
     _add(ows, "work", STORY)
     apply(ows)
     assert _matches(ows)["work"] == {"d6", "d7"}  # d6 only through the index, d7 by the direct comparison
+
+
+def test_apply_patches_policy_and_manifest_exactly_like_a_full_rewrite(ows):
+    """apply re-decides only the documents whose matches changed and patches the previous manifest;
+    the result is byte-identical to deciding everything and writing the manifest from scratch."""
+    from curate.optout import apply
+
+    _add(ows, "domain", "example.org")
+    _add(ows, "work", STORY)
+    r = apply(ows)
+    assert r.patched == {"policy": True, "manifest": True}
+    patched = (r.manifest.path / "manifest.parquet").read_bytes()
+    decisions = ows.sql("SELECT * FROM decisions ORDER BY doc_id")
+    ows.decide()
+    full = ows.manifest(ows.path / "full")
+    assert decisions.equals(ows.sql("SELECT * FROM decisions ORDER BY doc_id"))
+    assert full.root_hash == r.manifest.root_hash
+    assert (full.path / "manifest.parquet").read_bytes() == patched

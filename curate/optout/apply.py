@@ -4,18 +4,20 @@ naming, for every document newly excluded or re-included, the entries that cause
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..db import one
 from . import registry
-from .stage import OptOut
+from .stage import OptOut, matched_state
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -32,6 +34,7 @@ class ApplyReport:
     manifest: Any
     diff_path: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    patched: dict[str, bool] = field(default_factory=dict)  # policy / manifest updated for changed documents only
 
 
 def apply(ws: Workspace, rules: str | os.PathLike[str] | None = None,
@@ -47,10 +50,7 @@ def apply(ws: Workspace, rules: str | os.PathLike[str] | None = None,
     seconds: dict[str, float] = {}
     with ws.connect(write=True) as con:
         t = time.monotonic()
-        before = None
-        if "optout_state" in {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}:
-            row = one(con.execute("SELECT registry_version, registry_hash, active_entries FROM optout_state"))
-            before = registry.RegistryState(*row) if row else None
+        before = matched_state(con)
         run_stage(con, det)  # new shards, if any, then the incremental match (finalize)
         after = registry.state(con)
         con.execute("""CREATE OR REPLACE TEMP TABLE _oo_before AS
@@ -58,7 +58,9 @@ def apply(ws: Workspace, rules: str | os.PathLike[str] | None = None,
                        LEFT JOIN decisions d USING (doc_id)""")
         seconds["match"] = time.monotonic() - t
         t = time.monotonic()
-        decide(ws, rules)
+        patched = {"policy": _redecide(con, ruleset)}
+        if not patched["policy"]:
+            decide(ws, rules)
         seconds["policy"] = time.monotonic() - t
         diff = con.sql("""
             WITH changed AS (
@@ -73,13 +75,54 @@ def apply(ws: Workspace, rules: str | os.PathLike[str] | None = None,
             JOIN _oo_changes o ON o.doc_id = c.doc_id AND o.change = CASE c.change WHEN 'excluded' THEN '+' ELSE '-' END
             JOIN (SELECT DISTINCT entry_id, kind FROM optout_events) e USING (entry_id)
             GROUP BY ALL ORDER BY c.doc_id""").to_arrow_table()
+        t = time.monotonic()
+        base = out_dir if _reusable(con, out_dir, ruleset) else None
+        patched["manifest"] = base is not None
+        manifest = write_manifest(ws, out_dir, rules=rules, base=base, changed="_oo_before")
+        seconds["manifest"] = time.monotonic() - t
         con.execute("DROP TABLE IF EXISTS _oo_before")
         con.execute("DROP TABLE IF EXISTS _oo_changes")
-        t = time.monotonic()
-        manifest = write_manifest(ws, out_dir, rules=rules)
-        seconds["manifest"] = time.monotonic() - t
     diff_path = out_dir / DIFF
     pq.write_table(diff, diff_path, compression="zstd")
     changes = diff.column("change").to_pylist()
     summary = {"excluded": changes.count("excluded"), "re-included": changes.count("re-included")}
-    return ApplyReport(before, after, diff, summary, manifest, diff_path, seconds)
+    return ApplyReport(before, after, diff, summary, manifest, diff_path, seconds, patched)
+
+
+def _redecide(con: duckdb.DuckDBPyConnection, ruleset: Any) -> bool:
+    """Re-decide only the documents whose opt-out matches changed (_oo_before). Valid when the stored
+    decisions came from this rules file and cover every document: then nothing else can have changed.
+    Returns False when a full `decide` is needed."""
+    from ..policy import build_signals_view, decisions_sql
+
+    last = one(con.execute("SELECT rules_sha256 FROM policy_runs ORDER BY decided_at DESC LIMIT 1"))
+    n_docs, n_decided = one(con.execute("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM decisions)"))
+    if not last or last[0] != ruleset.sha256 or n_docs != n_decided:
+        return False
+    build_signals_view(con, ruleset.raw)  # the `signals` view analysts query stays current
+    sql = decisions_sql(ruleset, build_signals_view(con, ruleset.raw, only="_oo_before"), source="signals_subset")
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM decisions WHERE doc_id IN (SELECT doc_id FROM _oo_before)")
+        con.execute(f"INSERT INTO decisions {sql}")
+        con.execute("INSERT INTO policy_runs VALUES (?, ?, now()::TIMESTAMP)", [ruleset.sha256, str(ruleset.path)])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("DROP VIEW IF EXISTS signals_subset")
+    return True
+
+
+def _reusable(con: duckdb.DuckDBPyConnection, out_dir: Path, ruleset: Any) -> bool:
+    """Whether the manifest in out_dir can be patched: same rules and schema, one row per document."""
+    from ..manifest import MANIFEST, RUN
+    from ..schema import SCHEMA_VERSION
+
+    try:
+        run = json.loads((out_dir / RUN).read_text())
+    except (OSError, ValueError):
+        return False
+    n_docs = one(con.execute("SELECT count(*) FROM documents"))[0]
+    return ((out_dir / MANIFEST).exists() and run.get("rules", {}).get("sha256") == ruleset.sha256
+            and run.get("schema_version") == SCHEMA_VERSION and run.get("manifest", {}).get("rows") == n_docs)

@@ -126,11 +126,9 @@ class OptOut(Detector):
             optout_reserved BOOLEAN,         -- a machine-readable reservation covers the text
             optout_reservations VARCHAR[]    -- markers (robots:noai, ...) and site files (robots_txt, ...)
         )""",
-        "optout_state": """CREATE TABLE optout_state (
-            registry_version BIGINT NOT NULL, registry_hash VARCHAR NOT NULL, active_entries BIGINT NOT NULL
-        )""",
     }
     output = "optout_docs"
+    explain_exclude = ("authors", "matched")  # author names are personal data
 
     # -- configuration ----------------------------------------------------------------------------
     @property
@@ -154,12 +152,12 @@ class OptOut(Detector):
 
     def workspace_assets(self, con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         """The registry snapshot the current matches reflect (and the latest one, when newer)."""
-        used = one(con.execute("SELECT registry_version, registry_hash, active_entries FROM optout_state"))
+        used = matched_state(con)
         out = []
         if used:
-            out.append(registry.RegistryState(*used).asset())
+            out.append(used.asset())
         latest = registry.state(con)
-        if not used or latest.version != used[0]:
+        if not used or latest.version != used.version:
             out.append({**latest.asset(), "kind": "optout-registry-pending",
                         "note": "registered after the current matches; run `curate optout apply`"})
         return out
@@ -224,12 +222,19 @@ def signals_query(restrict: str) -> str:
 
 
 # -- incremental matching ---------------------------------------------------------------------------------
+STATE_KEY = "optout.matched_registry"  # in `meta`: the registry state optout_matches reflects
+
+
+def matched_state(con: duckdb.DuckDBPyConnection) -> registry.RegistryState | None:
+    row = one(con.execute("SELECT value FROM meta WHERE key = ?", [STATE_KEY]))
+    return registry.RegistryState(**json.loads(row[0])) if row else None
+
 def match_registry(con: duckdb.DuckDBPyConnection, det: OptOut) -> registry.RegistryState:
     """Bring optout_matches to the registry's latest version; the (doc, entry) pairs that appeared or
     disappeared are left in the temp table _oo_changes(doc_id, entry_id, change '+'/'-')."""
     st = registry.state(con)
-    row = one(con.execute("SELECT registry_version FROM optout_state"))
-    since = row[0] if row else 0
+    used = matched_state(con)
+    since = used.version if used else 0
     con.execute("""CREATE OR REPLACE TEMP TABLE _oo_touched AS
                    SELECT DISTINCT entry_id FROM optout_events WHERE seq > ?""", [since])
     con.execute("CREATE OR REPLACE TEMP TABLE _oo_new_docs AS SELECT doc_id FROM optout_docs WHERE NOT matched")
@@ -254,8 +259,7 @@ def match_registry(con: duckdb.DuckDBPyConnection, det: OptOut) -> registry.Regi
                    SELECT doc_id FROM _oo_changes UNION SELECT doc_id FROM _oo_new_docs""")
     con.execute("DELETE FROM optout_signals WHERE doc_id IN (SELECT doc_id FROM _oo_refresh)")
     con.execute(f"INSERT INTO optout_signals {signals_query('_oo_refresh')}")
-    con.execute("DELETE FROM optout_state")
-    con.execute("INSERT INTO optout_state VALUES (?, ?, ?)", [st.version, st.sha256, st.active])
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [STATE_KEY, json.dumps(st.__dict__)])
     for t in ("_oo_touched", "_oo_new_docs", "_oo_old", "_oo_e", "_oo_refresh"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return st
