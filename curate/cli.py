@@ -296,10 +296,7 @@ def optout_add(
     if (value is None) == (text_file is None):
         raise ValueError("give exactly one of --value or --file")
     if text_file is not None:
-        try:
-            value = text_file.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{text_file}: not valid UTF-8 (byte {e.start})") from None
+        value = optout.registry.read_work(text_file)
     entry_id, new, st = optout.add(Workspace(ws), kind, value, creator, evidence, received_at, verified)
     what = "added" if new else "already registered"
     out.print(f"{entry_id} {what}; registry version {st.version} (sha256 {st.sha256[:16]}…)", highlight=False)

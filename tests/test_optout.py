@@ -582,3 +582,17 @@ def test_apply_patches_policy_and_manifest_exactly_like_a_full_rewrite(ows):
     assert decisions.equals(ows.sql("SELECT * FROM decisions ORDER BY doc_id"))
     assert full.root_hash == r.manifest.root_hash
     assert (full.path / "manifest.parquet").read_bytes() == patched
+
+
+def test_an_oversized_import_line_is_skipped_without_losing_count(ws, tmp_path):
+    good = json.dumps({"kind": "domain", "value": "example.org", "creator": "Ann"}).encode()
+    huge = json.dumps({"kind": "work", "value": "word " * (registry.MAX_LINE_BYTES // 5), "creator": "B"}).encode()
+    f = tmp_path / "big.jsonl"
+    f.write_bytes(huge + b"\n" + good + b"\n")
+    r = registry.import_file(ws, f)
+    assert [n for n, _ in r.errors] == [1] and "longer than the limit" in r.errors[0][1]
+    assert r.added == 1
+    story = tmp_path / "story.txt"
+    story.write_bytes(b"x" * (registry.MAX_WORK_BYTES + 1))
+    with pytest.raises(registry.RegistryError, match="limit"):
+        registry.read_work(story)

@@ -255,6 +255,17 @@ def _record(ws: Workspace, events: list[tuple[str, str, Entry]]) -> RegistryStat
 
 
 # -- the operations the CLI exposes -----------------------------------------------------------------
+def read_work(path: str | os.PathLike[str]) -> str:
+    """A work's text from a UTF-8 file, refusing files over the size limit before reading them."""
+    size = Path(path).stat().st_size
+    if size > MAX_WORK_BYTES:
+        raise RegistryError(f"{path}: {size} bytes, more than the limit of {MAX_WORK_BYTES} for a work")
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RegistryError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+
+
 def add(ws: Workspace, kind: str, value: str, creator: str, evidence: str = "", received_at: Any = None,
         verified: bool = False) -> tuple[str, bool, RegistryState]:
     """Register one entry: (entry_id, whether it was new, registry state)."""
@@ -303,7 +314,7 @@ def import_file(ws: Workspace, path: str | os.PathLike[str], creator: str | None
     with ws.connect(write=True) as con:
         adds: list[tuple[int, Entry]] = []
         with open(p, "rb") as f:
-            for number, raw in enumerate(f, 1):
+            for number, raw in enumerate(_lines(f), 1):
                 try:
                     item = _line(raw)
                     if item is None:
@@ -340,9 +351,20 @@ def import_file(ws: Workspace, path: str | os.PathLike[str], creator: str | None
     return report
 
 
-def _line(raw: bytes) -> dict[str, Any] | None:
-    if len(raw) > MAX_LINE_BYTES:
-        raise RegistryError(f"line is {len(raw)} bytes, more than the limit of {MAX_LINE_BYTES}")
+def _lines(f) -> Iterable[bytes | None]:
+    """The file's lines, never holding more than MAX_LINE_BYTES of one: a longer line yields None."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield raw
+
+
+def _line(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        raise RegistryError(f"line is longer than the limit of {MAX_LINE_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -380,9 +402,10 @@ def import_site(ws: Workspace, domain: str, robots: str | os.PathLike[str] | Non
         raise RegistryError("give at least one of --robots, --tdmrep, --ai-txt")
     entries = []
     for kind, path in files:
+        size = Path(path).stat().st_size
+        if size > MAX_SITE_FILE_BYTES:
+            raise RegistryError(f"{path}: {size} bytes, more than the limit of {MAX_SITE_FILE_BYTES}")
         data = Path(path).read_bytes()
-        if len(data) > MAX_SITE_FILE_BYTES:
-            raise RegistryError(f"{path}: {len(data)} bytes, more than the limit of {MAX_SITE_FILE_BYTES}")
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
