@@ -146,7 +146,8 @@ def canonical_value(kind: str, value: Any) -> tuple[str, str | None]:
             url = canonical_url(v)
             if not url.startswith(("http://", "https://")):
                 raise ValueError("only http and https URLs can be registered")
-            if kind == "url_prefix" and v.split("?", 1)[0].split("#", 1)[0].endswith("/") and not url.endswith("/"):
+            if kind == "url_prefix" and v.split("?", 1)[0].split("#", 1)[0].endswith("/") and "?" not in url \
+                    and not url.endswith("/"):
                 url += "/"  # 'everything under /gallery/' keeps its slash, so /gallery-old is not covered
             return url, None
         if kind == "sha256":

@@ -95,6 +95,7 @@ class OptOut(Detector):
     version = "1"
     schema_version = 1
     columns = ("doc_id", "url", "meta")
+    after = ("dedup_fuzzy",)  # `work` candidates come from its LSH band index when it runs
     tables = {
         "optout_docs": """CREATE TABLE optout_docs (
             doc_id VARCHAR NOT NULL,
