@@ -313,7 +313,7 @@ def test_every_kind_matches_what_it_should(ows):
         "url_prefix": _add(ows, "url_prefix", "https://gallery.art.example.net/works/"),
         "sha256": _add(ows, "sha256", ows.sql("SELECT sha256 FROM documents WHERE doc_id = 'd2'")["sha256"][0]),
         "author": _add(ows, "author", "jose muller"),
-        "work": _add(ows, "work", STORY, creator="Ingrid Sørensen"),
+        "work": _add(ows, "work", STORY, creator="Ingrid Sørensen", verified=True),
     }
     r = apply(ows)
     m = _matches(ows)
@@ -331,6 +331,11 @@ def test_every_kind_matches_what_it_should(ows):
     assert by_doc["d7"]["entries"] == [ids["work"]] and by_doc["d7"]["kinds"] == ["work"]
     assert sorted(by_doc["d3"]["kinds"]) == ["url", "url_prefix"]
     assert _actions(ows)["d4"] == "keep"
+    sig = {r["doc_id"]: r for r in ows.sql("SELECT * FROM signals").iter_rows(named=True)}
+    assert sig["d7"]["optout_verified"] and sig["d7"]["optout_work_jaccard"] == work["score"][1]
+    assert sig["d3"]["optout_kinds"] == ["url", "url_prefix"] and sig["d3"]["optout_entries"] == \
+        sorted([ids["url"], ids["url_prefix"]])
+    assert not sig["d9"]["optout_verified"] and sig["d9"]["optout_matched"] and not sig["d4"]["optout_matched"]
 
 
 def test_machine_readable_reservations(ows, tmp_path):
