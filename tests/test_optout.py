@@ -552,6 +552,7 @@ def test_work_candidates_from_the_dedup_lsh_index(ows):
     """With the near-duplicate stage's band index present, `work` candidates come from it (same result)."""
     from curate.dedup import minhash
     from curate.optout import apply
+    from curate.optout.stage import OptOut, match_registry
 
     params = {"shingle": "word", "ngram": 5, "num_perm": 128, "seed": 1, "scheme": "affine32", "bands": 21, "rows": 6}
     with ows.connect(write=True) as con:
@@ -561,7 +562,8 @@ def test_work_candidates_from_the_dedup_lsh_index(ows):
                                      "seq": np.repeat(t.column("seq").to_numpy(), 21),
                                      "band": np.tile(np.arange(21, dtype=np.int16), len(t)),
                                      "bucket": buckets.ravel()}))
-        con.execute("CREATE TABLE dedup_bands AS SELECT * FROM _b WHERE doc_id <> 'd7'")  # d7: not banded yet
+        con.execute("CREATE TABLE all_bands AS SELECT * FROM _b")
+        con.execute("CREATE TABLE dedup_bands AS SELECT * FROM all_bands WHERE doc_id <> 'd7'")  # d7: not banded yet
         con.execute("CREATE TABLE dedup_fuzzy_state (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         con.execute("INSERT INTO dedup_fuzzy_state VALUES ('lsh', ?)", [json.dumps(params)])
         from curate.optout.work import lsh_index
@@ -569,6 +571,16 @@ def test_work_candidates_from_the_dedup_lsh_index(ows):
     _add(ows, "work", STORY)
     apply(ows)
     assert _matches(ows)["work"] == {"d6", "d7"}  # d6 only through the index, d7 by the direct comparison
+    with ows.connect(write=True) as con:  # banded documents are found through the index alone
+        con.execute("UPDATE dedup_bands SET bucket = bucket + 1 WHERE doc_id = 'd6'")
+        con.execute("INSERT INTO dedup_bands SELECT * FROM all_bands WHERE doc_id = 'd7'")
+        con.execute("UPDATE optout_docs SET matched = false")
+        match_registry(con, OptOut())
+    assert _matches(ows)["work"] == {"d7"}
+    with ows.connect(write=True) as con:
+        con.execute("UPDATE optout_docs SET matched = false")
+        match_registry(con, OptOut({"work_candidates": "scan"}))
+    assert _matches(ows)["work"] == {"d6", "d7"}
 
 
 def test_apply_patches_policy_and_manifest_exactly_like_a_full_rewrite(ows):

@@ -140,6 +140,13 @@ class OptOut(Detector):
         return j
 
     @property
+    def work_candidates(self) -> str:
+        mode = str(self.config.get("work_candidates", "auto"))
+        if mode not in ("auto", "scan"):
+            raise ValueError(f"[stages.optout] work_candidates must be 'auto' or 'scan', not {mode!r}")
+        return mode
+
+    @property
     def robots_wildcard(self) -> bool:
         return bool(self.config.get("robots_wildcard", True))
 
@@ -301,7 +308,7 @@ def _match(con: duckdb.DuckDBPyConnection, det: OptOut, version: int, new_docs: 
             FROM (SELECT doc_id, unnest(authors) AS k FROM {docs}) d JOIN _oo_e e ON e.kind = 'author' AND e.key = d.k
         )""", [version])
     _match_sites(con, det, version, docs)
-    rows = work_matches(con, docs, det.work_jaccard)
+    rows = work_matches(con, docs, det.work_jaccard, det.work_candidates)
     _insert(con, [(d, e, "work", version, s, v, None) for d, e, s, v in rows])
 
 

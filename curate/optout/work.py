@@ -39,15 +39,17 @@ def lsh_index(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
         return None
 
 
-def work_matches(con: duckdb.DuckDBPyConnection, docs: str, threshold: float) -> list[tuple[str, str, float, bool]]:
+def work_matches(con: duckdb.DuckDBPyConnection, docs: str, threshold: float,
+                 candidates: str = "auto") -> list[tuple[str, str, float, bool]]:
     """(doc_id, entry_id, jaccard, verified) for every document of `docs` (SQL over optout_docs) that is
-    a near copy (Jaccard >= threshold) of a `work` entry in the temp table _oo_e."""
+    a near copy (Jaccard >= threshold) of a `work` entry in the temp table _oo_e. `candidates`: "auto"
+    (the LSH index when present) or "scan" (compare every document: exhaustive, slower)."""
     works = con.execute("SELECT entry_id, payload, verified FROM _oo_e WHERE kind = 'work' ORDER BY entry_id"
                         ).fetchall()
     if not works:
         return []
     sets = [minhash.shingle_set(text, KIND, N) for _, text, _ in works]
-    lsh = lsh_index(con)
+    lsh = lsh_index(con) if candidates == "auto" else None
     if lsh is None:
         pairs = _scan(con, f"SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)", sets, threshold)
     else:
