@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import duckdb
@@ -51,28 +52,43 @@ def work_matches(con: duckdb.DuckDBPyConnection, docs: str, threshold: float,
     sets = [minhash.shingle_set(text, KIND, N) for _, text, _ in works]
     lsh = lsh_index(con) if candidates == "auto" else None
     if lsh is None:
-        pairs = _scan(con, f"SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)", sets, threshold)
+        pairs = _scan(_all(con, f"SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)"), sets,
+                      threshold)
     else:
         pairs = _via_lsh(con, docs, [t for _, t, _ in works], sets, lsh, threshold)
     return sorted((doc_id, works[w][0], round(j, 6), works[w][2]) for doc_id, w, j in pairs)
 
 
-def _scan(con, sql: str, sets: list[set[str]], threshold: float, params: list | None = None):
-    """Every document of the query against every work, through an inverted index of work shingles."""
+def fetch_texts(con: duckdb.DuckDBPyConnection, doc_ids: str) -> Iterator[tuple[str, str]]:
+    """(doc_id, text) of the documents in `doc_ids` (SQL giving a doc_id column), in batches. Rows are
+    located on doc_id alone and then fetched by rowid: a join on doc_id would read every text."""
+    rowids = con.execute(f"SELECT rowid FROM documents WHERE doc_id IN ({doc_ids}) ORDER BY rowid").fetchall()
+    for i in range(0, len(rowids), 2048):
+        chunk = [r for (r,) in rowids[i:i + 2048]]
+        yield from con.execute("SELECT doc_id, text FROM documents WHERE rowid IN (SELECT unnest(?::BIGINT[]))",
+                               [chunk]).fetchall()
+
+
+def _scan(rows: Iterable[tuple[str, str]], sets: list[set[str]], threshold: float) -> list[tuple[str, int, float]]:
+    """Every (doc_id, text) against every work, through an inverted index of the works' shingles."""
     index: dict[str, list[int]] = {}
     for w, shingles in enumerate(sets):
         for s in shingles:
             index.setdefault(s, []).append(w)
     out = []
-    rel = con.execute(sql, params or [])
-    while batch := rel.fetchmany(2048):
-        for doc_id, text in batch:
-            shingles = minhash.shingle_set(text, KIND, N)
-            for w, common in Counter(w for s in shingles for w in index.get(s, ())).items():
-                j = common / (len(shingles) + len(sets[w]) - common)
-                if j >= threshold:
-                    out.append((doc_id, w, j))
+    for doc_id, text in rows:
+        shingles = minhash.shingle_set(text, KIND, N)
+        for w, common in Counter(w for s in shingles for w in index.get(s, ())).items():
+            j = common / (len(shingles) + len(sets[w]) - common)
+            if j >= threshold:
+                out.append((doc_id, w, j))
     return out
+
+
+def _all(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[tuple[str, str]]:
+    rel = con.execute(sql)
+    while batch := rel.fetchmany(2048):
+        yield from batch
 
 
 def _via_lsh(con, docs: str, texts: list[str], sets: list[set[str]], lsh: dict[str, Any], threshold: float):
@@ -93,13 +109,13 @@ def _via_lsh(con, docs: str, texts: list[str], sets: list[set[str]], lsh: dict[s
         by_doc.setdefault(doc_id, []).append(w)
     if by_doc:
         con.register("_oo_cand", pa.table({"doc_id": pa.array(sorted(by_doc), pa.string())}))
-        for doc_id, text in con.execute("SELECT doc_id, text FROM documents JOIN _oo_cand USING (doc_id)").fetchall():
+        for doc_id, text in fetch_texts(con, "SELECT doc_id FROM _oo_cand"):
             shingles = minhash.shingle_set(text, KIND, N)
             for w in by_doc[doc_id]:
                 if (j := minhash.jaccard(shingles, sets[w])) >= threshold:
                     out.append((doc_id, w, j))
         con.unregister("_oo_cand")
-    # Documents the LSH stage has not banded yet (ingested after its last run): compared directly.
-    out += _scan(con, f"""SELECT d.doc_id, x.text FROM {docs} d JOIN documents x USING (doc_id)
-                          WHERE d.doc_id NOT IN (SELECT doc_id FROM dedup_bands)""", sets, threshold)
-    return out
+    # Documents the LSH stage has not banded yet (ingested after its last run) are compared directly;
+    # a banded document has a row for every band, so band 0 tells which are.
+    unbanded = f"""SELECT doc_id FROM {docs} WHERE doc_id NOT IN (SELECT doc_id FROM dedup_bands WHERE band = 0)"""
+    return out + _scan(fetch_texts(con, unbanded), sets, threshold)
