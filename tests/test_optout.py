@@ -613,3 +613,20 @@ def test_an_oversized_import_line_is_skipped_without_losing_count(ws, tmp_path):
     story.write_bytes(b"x" * (registry.MAX_WORK_BYTES + 1))
     with pytest.raises(registry.RegistryError, match="limit"):
         registry.read_work(story)
+
+
+def test_apply_never_patches_a_stale_manifest(ows):
+    """Writing each application to a new directory: the workspace's own manifest is a valid base only
+    while it reflects the registry version just before the application."""
+    from curate.optout import apply
+
+    _add(ows, "domain", "example.org")
+    r1 = apply(ows, out=ows.path / "m1")
+    assert r1.patched["manifest"]  # from WS/manifest, written by `curate run` at version 0
+    _add(ows, "author", "jose muller")
+    r2 = apply(ows, out=ows.path / "m2")
+    assert not r2.patched["manifest"]  # WS/manifest is at version 0, m2 does not exist: written in full
+    full = ows.manifest(ows.path / "full")
+    assert r2.manifest.root_hash == full.root_hash
+    r3 = apply(ows, out=ows.path / "m2")  # nothing new: m2 is at the current version, patched in place
+    assert r3.patched["manifest"] and r3.manifest.root_hash == full.root_hash and r3.diff.num_rows == 0

@@ -76,7 +76,7 @@ def apply(ws: Workspace, rules: str | os.PathLike[str] | None = None,
             JOIN (SELECT DISTINCT entry_id, kind FROM optout_events) e USING (entry_id)
             GROUP BY ALL ORDER BY c.doc_id""").to_arrow_table()
         t = time.monotonic()
-        base = out_dir if _reusable(con, out_dir, ruleset) else None
+        base = _base(con, ws, out_dir, ruleset, before)
         patched["manifest"] = base is not None
         manifest = write_manifest(ws, out_dir, rules=rules, base=base, changed="_oo_before")
         seconds["manifest"] = time.monotonic() - t
@@ -114,15 +114,27 @@ def _redecide(con: duckdb.DuckDBPyConnection, ruleset: Any) -> bool:
     return True
 
 
-def _reusable(con: duckdb.DuckDBPyConnection, out_dir: Path, ruleset: Any) -> bool:
-    """Whether the manifest in out_dir can be patched: same rules and schema, one row per document."""
+def _base(con: duckdb.DuckDBPyConnection, ws: Workspace, out_dir: Path, ruleset: Any,
+          before: registry.RegistryState | None) -> Path | None:
+    """A manifest that can be patched: out_dir's, else the workspace's own, when it was written for the
+    state just before this application (same rules, schema, documents, stage fingerprints and registry
+    version); None means the manifest is written in full."""
     from ..manifest import MANIFEST, RUN
     from ..schema import SCHEMA_VERSION
 
-    try:
-        run = json.loads((out_dir / RUN).read_text())
-    except (OSError, ValueError):
-        return False
     n_docs = one(con.execute("SELECT count(*) FROM documents"))[0]
-    return ((out_dir / MANIFEST).exists() and run.get("rules", {}).get("sha256") == ruleset.sha256
-            and run.get("schema_version") == SCHEMA_VERSION and run.get("manifest", {}).get("rows") == n_docs)
+    stages = dict(con.execute("""SELECT stage, list(DISTINCT fingerprint ORDER BY fingerprint)
+                                 FROM stage_runs GROUP BY stage""").fetchall())
+    for d in dict.fromkeys([out_dir, ws.path / "manifest"]):
+        try:
+            run = json.loads((d / RUN).read_text())
+        except (OSError, ValueError):
+            continue
+        versions = [a.get("version") for s in run.get("stages", []) if s.get("name") == "optout"
+                    for a in s.get("assets", []) if a.get("kind") == "optout-registry"]
+        if ((d / MANIFEST).exists() and run.get("rules", {}).get("sha256") == ruleset.sha256
+                and run.get("schema_version") == SCHEMA_VERSION and run.get("manifest", {}).get("rows") == n_docs
+                and {s.get("name"): s.get("fingerprints") for s in run.get("stages", [])} == stages
+                and versions == [str(before.version if before else 0)]):
+            return d
+    return None
