@@ -283,7 +283,7 @@ def main() -> None:
     print(f"import {rep.added:,} new entries: {import_s:.2f}s")
     print(f"optout apply (+{rep.added:,} entries): {apply_s:.2f}s = {100 * apply_s / full:.2f}% of the full run "
           f"[{', '.join(f'{k} {v:.2f}s' for k, v in r.seconds.items())}]; "
-          f"{r.summary['excluded']:,} newly excluded, {r.summary['re-included']:,} re-included")
+          f"{r.summary['excluded']:,} newly excluded, {r.summary['re-included']:,} re-included; patched {r.patched}")
     print(f"optout apply (revoke those {len(revokes):,}): {revoke_s:.2f}s = {100 * revoke_s / full:.2f}% "
           f"[{', '.join(f'{k} {v:.2f}s' for k, v in r2.seconds.items())}]; "
           f"{r2.summary['excluded']:,} newly excluded, {r2.summary['re-included']:,} re-included")
