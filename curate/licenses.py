@@ -185,6 +185,14 @@ class FullText:
     score: float
     recall: float
     precision: float
+    size: int = 0  # distinct 3-grams of the template
+
+    @property
+    def gain(self) -> float:
+        """3-grams this match explains minus the template's missing ones and the region's unexplained ones: a
+        long licence matched with a few edits beats a short one it contains (the BSD text inside Sendmail's)."""
+        matched = self.recall * self.size
+        return 3 * matched - self.size - matched / self.precision
 
 
 class TemplateIndex:
@@ -211,7 +219,12 @@ class TemplateIndex:
         keys = _keys(ids, toks.doc)
         per: list[tuple[np.ndarray, np.ndarray]] = []
         tdoc = toks.doc[:-2] if len(keys) else np.empty(0, np.int64)
-        first_of = np.searchsorted(toks.doc, np.arange(len(self.names)))
+        first_of = np.searchsorted(toks.doc, np.append(np.arange(len(self.names)), len(self.names)))
+        # per template: how many <<var>> slots come before each token, so that a copy's own words in a slot
+        # (a holder's name) do not count against its precision
+        is_var = toks.hashes == var
+        self.var_before = [np.concatenate([[0], np.cumsum(is_var[first_of[t]:first_of[t + 1]])])
+                           for t in range(len(self.names))]
         for t in range(len(self.names)):
             sel = np.flatnonzero((tdoc == t) & (keys >= 0))
             uk, first, counts = np.unique(keys[sel], return_index=True, return_counts=True)
@@ -324,21 +337,26 @@ class TemplateIndex:
             recall = len(_distinct(j[a:b])) / self.sizes[t]
             if recall < self.min_recall:
                 continue
-            ps = p[a:b]
-            covered = int(np.minimum(np.diff(ps), K).sum()) + K
+            ps, tps = p[a:b], tp[a:b]
+            gaps = np.diff(ps)
+            # a gap between two matches whose template positions enclose a <<var>> slot is the slot's filler
+            vb = self.var_before[t]
+            filled = (tps[:-1] >= 0) & (tps[1:] > tps[:-1]) & (gaps > K)
+            filled[filled] = vb[np.minimum(tps[1:][filled] + K, len(vb) - 1)] > vb[tps[:-1][filled]]
+            covered = int(np.where(filled, gaps, np.minimum(gaps, K)).sum()) + K
             precision = covered / (int(ps[-1]) + K - int(ps[0]))
             if precision < self.min_precision:
                 continue
             score = 2 * recall * precision / (recall + precision)
             out.append(FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
-                                round(float(score), 4), float(recall), float(precision)))
+                                round(float(score), 4), float(recall), float(precision), int(self.sizes[t])))
         return out
 
 
 def _best(found: list[FullText]) -> list[FullText]:
-    """Overlapping candidates: the best score wins (then the longer template, then the name)."""
+    """Overlapping candidates: the one that explains most of the text wins (then the best score, then the name)."""
     kept: list[FullText] = []
-    for f in sorted(found, key=lambda f: (-f.score, -(f.end - f.start), f.template)):
+    for f in sorted(found, key=lambda f: (-round(f.gain, 6), -f.score, f.template)):
         if all(min(f.end, g.end) - max(f.start, g.start) <= 0.5 * min(f.end - f.start, g.end - g.start)
                for g in kept):
             kept.append(f)

@@ -61,11 +61,20 @@ SPDX = {  # SPDX id in the npm package -> SPDX id we report (current, non-deprec
     )},
 }
 # Words naming the licensor inside some texts; real copies put their own name there.
+# SPDX marks them replaceable (<alt> in its XML templates, which the npm package drops).
+BSD_HOLDERS = [("THE COPYRIGHT HOLDERS AND CONTRIBUTORS", "<<var>>"),
+               ("THE COPYRIGHT HOLDER OR CONTRIBUTORS", "<<var>>"), ("the copyright holder", "<<var>>")]
 HOLDERS = {
     "ISC": [("ISC DISCLAIMS", "<<var>> DISCLAIMS"), ("SHALL ISC BE", "SHALL <<var>> BE")],
-    "BSD-4-Clause": [("<copyright holder>", "<<var>>"), ("COPYRIGHT HOLDER", "<<var>>")],
+    "BSD-2-Clause": BSD_HOLDERS, "BSD-3-Clause": BSD_HOLDERS,
+    "BSD-4-Clause": [("<copyright holder>", "<<var>>"), ("COPYRIGHT HOLDER", "<<var>>"),
+                     ("the organization", "<<var>>"), ("the copyright holder", "<<var>>")],
     "X11": [("X CONSORTIUM", "<<var>>"), ("X Consortium", "<<var>>")],
+    "MIT": [("THE AUTHORS OR COPYRIGHT HOLDERS", "<<var>>")],
+    "MIT-CMU": [("THE COPYRIGHT HOLDER", "<<var>>"), ("the copyright holder", "<<var>>")],
 }
+# A first line that only names the licence ("MIT License", "ISC License:"): copies often leave it out.
+TITLE = re.compile(r"\A[ \t]*[^\n.]{0,70}\blicen[cs]e\b[^\n.]{0,30}:?[ \t]*\n", re.I)
 COPYRIGHT_LINE = re.compile(r"(?im)^[ \t#*/]*(?:copyright\b|\(c\)|©).*\n?(?:[ \t]*all rights reserved\.?[ \t]*\n)?")
 
 
@@ -74,7 +83,7 @@ def template_text(spdx_id: str, text: str) -> str:
     for old, new in HOLDERS.get(spdx_id, []):
         text = text.replace(old, new)
     text = re.sub(r"<(?!<)[^<>\n]{1,60}>(?!>)", "<<var>>", text)  # SPDX placeholders such as <year> <owner>
-    return COPYRIGHT_LINE.sub("", text).strip() + "\n"
+    return TITLE.sub("", COPYRIGHT_LINE.sub("", text).strip()).strip() + "\n"
 
 
 def main() -> None:
