@@ -390,11 +390,11 @@ GNU_TAIL = re.compile(r"[^\n]*(?:\n(?![ \t]*\n)[^\n]*){0,4}")  # the rest of the
 VERSION = re.compile(r"\b(?:version|v\.?)\s*(\d(?:\.\d)?)\b|\bGPL-?v?(\d(?:\.\d)?)\b", re.I)
 LATER = re.compile(r"\bany\s+later\s+version\b|\bor\s+later\b|\bor\s+newer\b|\bor\s+any\s+later\b|\d\+", re.I)
 REFERENCE = re.compile(r"common-licenses|can\s+be\s+found|complete\s+text|full\s+text|copy\s+of\s+the", re.I)
-SHORT = [  # well-known one-line grants: (regex, SPDX expression, literals that must occur)
-    (re.compile(r"\bLicen[cs]ed\s+under\s+the\s+Apache\s+Licen[cs]e,?\s+Version\s+2\.0", re.I), "Apache-2.0",
+SHORT = [  # well-known one-line grants: (regex, SPDX expression with {} for group 1, literals that must occur)
+    (re.compile(r"\bLicen[cs]ed\s+under\s+the\s+Apache\s+Licen[cs]e,?\s+(?:Version\s+)?2\.0\b", re.I), "Apache-2.0",
      ("apache",)),
-    (re.compile(r"\bsubject\s+to\s+the\s+terms\s+of\s+the\s+Mozilla\s+Public\s+Licen[cs]e,?\s+v\.?\s*2\.0", re.I),
-     "MPL-2.0", ("mozilla",)),
+    (re.compile(r"\bsubject\s+to\s+the\s+(?:terms\s+of\s+the\s+)?Mozilla\s+Public\s+Licen[cs]e,?\s+(?:Version|v\.?)\s*"
+                r"(1\.[01]|2\.0)\b", re.I), "MPL-{}", ("mozilla",)),
     (re.compile(r"\bunder\s+the\s+same\s+terms\s+as\s+Perl\s+itself", re.I), "Artistic-1.0-Perl OR GPL-1.0-or-later",
      ("perl",)),
     (re.compile(r"\bLicen[cs]ed\s+under\s+the\s+(?:terms\s+of\s+the\s+)?MIT\s+licen[cs]e", re.I), "MIT",
@@ -496,7 +496,8 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
     found: list[Finding] = [Finding(f.license, "full_text", f.start, f.end, f.score) for f in full]
     notices = [Finding(lic, "notice", s, e, 0.9) for lic, s, e in _gnu_notices(text, low)]
     for rx, lic, literals in SHORT:
-        notices += [Finding(lic, "notice", m.start(), m.end(), 0.9) for m in _matches(rx, text, low, literals, 80)]
+        notices += [Finding(lic.format(*m.groups()), "notice", m.start(), m.end(), 0.9)
+                    for m in _matches(rx, text, low, literals, 80)]
     notices += [Finding(PUBLIC_DOMAIN, "public_domain", m.start(), m.end(), 0.8)
                 for m in _matches(PUBLIC_DOMAIN_NOTICE, text, low, ("domain",), 60, 20)]
     for m in _matches(CC_NAME, text, low, ("creative", "cc-by", "cc by", "cc0"), 0, 160):
