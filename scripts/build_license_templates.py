@@ -57,7 +57,7 @@ SPDX = {  # SPDX id in the npm package -> SPDX id we report (current, non-deprec
         "BSD-3-Clause-LBNL", "Sendmail", "BSD-4.3TAHOE", "X11-distribute-modifications-variant", "Apache-1.0",
         "SSLeay-standalone", "MIT-advertising", "MIT-enna", "MIT-feh", "HPND-sell-variant-MIT-disclaimer",
         "BSD-3-Clause-Attribution", "ECL-2.0", "EFL-2.0", "Intel", "LPL-1.02", "dtoa", "Boehm-GC", "bzip2-1.0.5",
-        "MS-RL",
+        "MS-RL", "Artistic-dist", "RSA-MD", "Linux-man-pages-copyleft",
     )},
 }
 # Words naming the licensor inside some texts; real copies put their own name there.
@@ -114,7 +114,7 @@ def main() -> None:
               f"npm spdx-license-list 6.12.0 licenses/{key}.json")
     lines = ["# Licence templates: file, SPDX id, source, sha256 of the template. Written by",
              "# scripts/build_license_templates.py; edit a template by hand only with a note here.",
-             'version = "2026.11.0"', ""]
+             'version = "2026.11.1"', ""]
     for name, spdx_id, source, sha in sorted(entries):
         lines += ["[[template]]", f'file = "{name}"', f'license = "{spdx_id}"', f'source = "{source}"',
                   f'sha256 = "{sha}"', ""]
