@@ -292,16 +292,28 @@ class TemplateIndex:
             return found
         hit_first = np.searchsorted(hit_doc, np.arange(n_d + 1))
         tok_first = np.searchsorted(toks.doc, np.arange(n_d))
-        for g in wanted:
-            d, t = divmod(int(g), n_t)
+        w_doc, w_t = wanted // n_t, wanted % n_t
+        # gain <= 2 * (shared 3-grams) - template size (precision <= 1): candidates go best bound first, and one
+        # whose matches all lie inside an already found copy with a higher gain cannot win there (see _best)
+        bound = 2 * counts[wanted] - self.sizes[w_t]
+        for d in np.unique(w_doc).tolist():
             jd, pd = j[hit_first[d]:hit_first[d + 1]], pos[hit_first[d]:hit_first[d + 1]]
-            tk = self.t_keys[t]
-            i = np.searchsorted(tk, jd)
-            i[i == len(tk)] = 0
-            m = tk[i] == jd
             first = tok_first[d]
-            found[d] += self._regions(t, pd[m] - first, jd[m], self.t_pos[t][i[m]], toks.start[first:],
-                                      toks.end[first:])
+            starts, ends = toks.start[first:], toks.end[first:]
+            sel = np.flatnonzero(w_doc == d)
+            for c in sel[np.argsort(-bound[sel], kind="stable")].tolist():
+                t = int(w_t[c])
+                tk = self.t_keys[t]
+                i = np.searchsorted(tk, jd)
+                i[i == len(tk)] = 0
+                m = tk[i] == jd
+                p = pd[m] - first
+                if not len(p):
+                    continue
+                lo, hi = starts[p[0]], ends[p[-1] + K - 1]
+                if any(f.gain > bound[c] and f.start <= lo and hi <= f.end for f in found[d]):
+                    continue
+                found[d] += self._regions(t, p, jd[m], self.t_pos[t][i[m]], starts, ends)
         return [_best(f) for f in found]
 
     def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, starts: np.ndarray,
