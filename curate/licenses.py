@@ -424,6 +424,8 @@ SPDX_EXPRESSION = re.compile(r"[A-Za-z0-9.+\-:() ]{1,200}")
 SPDX_GNU = {"": "GPL", "affero": "AGPL", "lesser": "LGPL", "library": "LGPL"}
 GNU_VERSIONS = {"GPL": {"1", "2", "3"}, "LGPL": {"2", "2.1", "3"}, "AGPL": {"1", "3"}, "GFDL": {"1.1", "1.2", "1.3"}}
 SENTENCE_END = re.compile(r"\.(?=\s)|\n[ \t]*\.?[ \t]*\n")
+GNU_FAMILIES = ("GPL-", "LGPL-", "AGPL-", "GFDL-")
+NO_INVARIANTS = re.compile(r"\bno\s+Invariant\s+Sections\b", re.I)
 DEFAULT_GNU_VERSION = {"GPL": "1.0", "LGPL": "2.0", "AGPL": "3.0", "GFDL": "1.1"}  # "any version" starts here
 
 
@@ -487,6 +489,8 @@ def _gnu_notices(text: str, low: str) -> list[tuple[str, int, int]]:
         v = v or DEFAULT_GNU_VERSION[family]
         v = v if "." in v else v + ".0"
         later = bool(LATER.search(tail[:300])) or not versioned
+        if family == "GFDL" and NO_INVARIANTS.search(tail):
+            v += "-no-invariants"
         out.append((f"{family}-{v}-{'or-later' if later else 'only'}", m.start(), m.end() + len(tail.rstrip()),
                     versioned))
     families = {lic.split("-")[0] for lic, _, _, versioned in out if versioned}
@@ -523,12 +527,13 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
         notices.append(Finding(lic, "cc_name", m.start(), m.end(), 0.9))
     # a notice inside a recognised full text is part of that text (e.g. the GPL's "How to apply" appendix)
     found += [n for n in notices if not any(f.start <= n.start and n.end <= f.end for f in full)]
-    # a full GPL-family text next to a grant "version N or later" is licensed or-later
-    or_later = {f.license.removesuffix("-or-later") for f in found if f.evidence == "notice" and f.license
-                and f.license.endswith("-or-later")}
-    found = [Finding(f.license.removesuffix("-only") + "-or-later", f.evidence, f.start, f.end, f.score)
+    # a full GNU text next to a grant of the same version takes the grant's terms ("or later", no invariants)
+    grants = {f.license.rsplit("-", 1)[0].removesuffix("-or"): f.license for f in found if f.evidence == "notice"
+              and f.license and f.license.startswith(GNU_FAMILIES) and not f.license.endswith("-only")}
+    grants |= {lic.split("-no-invariants")[0]: lic for lic in list(grants.values()) if "-no-invariants" in lic}
+    found = [Finding(grants[f.license.removesuffix("-only")], f.evidence, f.start, f.end, f.score)
              if f.evidence == "full_text" and f.license.endswith("-only")
-             and f.license.removesuffix("-only") in or_later else f for f in found]
+             and f.license.removesuffix("-only") in grants else f for f in found]
     for m in _matches(SPDX_LINE, text, low, ("spdx-license-identifier",), 0, 300):
         raw = m.group(1).strip()[:200]
         norm = normalize_expression(raw) if SPDX_EXPRESSION.fullmatch(raw) else None
