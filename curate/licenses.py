@@ -103,6 +103,9 @@ BITS = 21  # bits per word id in a shingle key (2M words)
 BASE = np.uint64(0x100000001B3)  # odd, so invertible modulo 2**64
 BASE_INV = np.uint64(pow(int(BASE), -1, 2**64))
 MAX_CHUNK = 4_000_000  # code points tokenised at once
+# A partial copy (a licence without its disclaimer, a truncated paste) still counts when it is a long, nearly
+# verbatim run: at least half of the template, PARTIAL_MIN 3-grams, and PARTIAL_PRECISION of the region explained.
+PARTIAL_RECALL, PARTIAL_PRECISION, PARTIAL_MIN = 0.5, 0.95, 60
 
 
 @dataclass
@@ -232,6 +235,8 @@ class TemplateIndex:
             # a key seen more than once in its template gets position -1: useless for ordering checks
             per.append((uk, np.where(counts == 1, pos, -1)))
         self.sizes = np.array([max(len(k), 1) for k, _ in per], np.int64)
+        # 3-grams a copy needs: a full copy's share, or a partial copy's (see PARTIAL_*)
+        self.need = np.minimum(min_recall * self.sizes, np.maximum(PARTIAL_RECALL * self.sizes, PARTIAL_MIN))
         self.lengths = np.array([max((p.max() if len(p) else 0), 1) for _, p in per], np.int64)
         all_keys = np.concatenate([k for k, _ in per])
         all_t = np.concatenate([np.full(len(k), i, np.int64) for i, (k, _) in enumerate(per)])
@@ -287,7 +292,7 @@ class TemplateIndex:
         lens = self.indptr[d_j + 1] - self.indptr[d_j]
         pair = np.repeat(self.indptr[d_j] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
         counts = np.bincount(np.repeat(d_doc, lens) * n_t + self.pair_t[pair], minlength=n_d * n_t)
-        wanted = np.flatnonzero(counts >= self.min_recall * np.tile(self.sizes, n_d))
+        wanted = np.flatnonzero(counts >= np.tile(self.need, n_d))
         if not len(wanted):
             return found
         hit_first = np.searchsorted(hit_doc, np.arange(n_d + 1))
@@ -319,7 +324,7 @@ class TemplateIndex:
     def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, starts: np.ndarray,
                  ends: np.ndarray) -> list[FullText]:
         """Split the matched positions of one template into copies, then score each copy."""
-        need = self.min_recall * self.sizes[t]
+        need = self.need[t]
         if len(p) < need:
             return []
         breaks = np.diff(p) > self.max_gap
@@ -347,8 +352,9 @@ class TemplateIndex:
                 inl = u[np.abs(delta - np.median(delta)) <= thr]
                 if len(inl):
                     a, b = int(inl[0]), int(inl[-1]) + 1
-            recall = len(_distinct(j[a:b])) / self.sizes[t]
-            if recall < self.min_recall:
+            matched = len(_distinct(j[a:b]))
+            recall = matched / self.sizes[t]
+            if matched < need:
                 continue
             ps, tps = p[a:b], tp[a:b]
             gaps = np.diff(ps)
@@ -358,7 +364,8 @@ class TemplateIndex:
             filled[filled] = vb[np.minimum(tps[1:][filled] + K, len(vb) - 1)] > vb[tps[:-1][filled]]
             covered = int(np.where(filled, gaps, np.minimum(gaps, K)).sum()) + K
             precision = covered / (int(ps[-1]) + K - int(ps[0]))
-            if precision < self.min_precision:
+            if not (recall >= self.min_recall and precision >= self.min_precision
+                    or recall >= PARTIAL_RECALL and matched >= PARTIAL_MIN and precision >= PARTIAL_PRECISION):
                 continue
             score = 2 * recall * precision / (recall + precision)
             out.append(FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
