@@ -95,6 +95,7 @@ class UseClasses:
 
 # -- full texts by similarity ----------------------------------------------------------------------------------
 VAR = "<<var>>"
+OPTIONAL = re.compile(r"<<beginOptional>>(.*?)<<endOptional>>", re.S)  # SPDX template syntax
 SYNONYMS = {"licence": "license", "licences": "licenses", "sublicence": "sublicense", "licenced": "licensed",
             "licencing": "licensing", "authorised": "authorized", "organisation": "organization", "favour": "favor"}
 K = 3  # words per shingle
@@ -188,14 +189,16 @@ class FullText:
     score: float
     recall: float
     precision: float
-    size: int = 0  # distinct 3-grams of the template
+    size: int = 0  # distinct required 3-grams of the template
+    optional: int = 0  # distinct 3-grams of its optional parts that matched
+    partial: bool = False  # accepted as a partial copy (see PARTIAL_*)
 
     @property
     def gain(self) -> float:
         """3-grams this match explains minus the template's missing ones and the region's unexplained ones: a
         long licence matched with a few edits beats a short one it contains (the BSD text inside Sendmail's)."""
-        matched = self.recall * self.size
-        return 3 * matched - self.size - matched / self.precision
+        matched = self.recall * self.size + self.optional
+        return 3 * matched - self.size - self.optional - matched / self.precision
 
 
 class TemplateIndex:
@@ -206,7 +209,9 @@ class TemplateIndex:
         self.names = sorted(templates)
         self.licenses = [templates[n][0] for n in self.names]
         self.min_recall, self.min_precision, self.max_gap = min_recall, min_precision, max_gap
-        toks = tokenize([templates[n][1].replace(VAR, " zzvarzz ") for n in self.names])
+        stripped = [_optional_spans(templates[n][1].replace(VAR, " zzvarzz ")) for n in self.names]
+        optional = [spans for _, spans in stripped]
+        toks = tokenize([text for text, _ in stripped])
         var = word_hash("zzvarzz")
         words = np.unique(toks.hashes[toks.hashes != var])
         self.vocab_hash, self.vocab_id = words, np.arange(1, len(words) + 1, dtype=np.int64)
@@ -228,13 +233,22 @@ class TemplateIndex:
         is_var = toks.hashes == var
         self.var_before = [np.concatenate([[0], np.cumsum(is_var[first_of[t]:first_of[t + 1]])])
                            for t in range(len(self.names))]
+        # a 3-gram touching an optional part (an appendix, a preamble) may match but is not required for recall
+        opt_tok = np.zeros(len(toks.hashes), bool)
+        for t, spans in enumerate(optional):
+            for a, b in spans:
+                opt_tok[first_of[t] + np.flatnonzero((toks.start[first_of[t]:first_of[t + 1]] >= a)
+                                                     & (toks.start[first_of[t]:first_of[t + 1]] < b))] = True
+        opt_key = opt_tok[:-2] | opt_tok[1:-1] | opt_tok[2:] if len(keys) else np.empty(0, bool)
+        self.t_req: list[np.ndarray] = []
         for t in range(len(self.names)):
             sel = np.flatnonzero((tdoc == t) & (keys >= 0))
             uk, first, counts = np.unique(keys[sel], return_index=True, return_counts=True)
             pos = sel[first] - first_of[t]
             # a key seen more than once in its template gets position -1: useless for ordering checks
             per.append((uk, np.where(counts == 1, pos, -1)))
-        self.sizes = np.array([max(len(k), 1) for k, _ in per], np.int64)
+            self.t_req.append(np.isin(uk, keys[sel][~opt_key[sel]]))
+        self.sizes = np.array([max(int(r.sum()), 1) for r in self.t_req], np.int64)
         # 3-grams a copy needs: a full copy's share, or a partial copy's (see PARTIAL_*)
         self.need = np.minimum(min_recall * self.sizes, np.maximum(PARTIAL_RECALL * self.sizes, PARTIAL_MIN))
         self.lengths = np.array([max((p.max() if len(p) else 0), 1) for _, p in per], np.int64)
@@ -306,6 +320,7 @@ class TemplateIndex:
             first = tok_first[d]
             starts, ends = toks.start[first:], toks.end[first:]
             sel = np.flatnonzero(w_doc == d)
+            near: list[FullText] = []
             for c in sel[np.argsort(-bound[sel], kind="stable")].tolist():
                 t = int(w_t[c])
                 tk = self.t_keys[t]
@@ -318,15 +333,21 @@ class TemplateIndex:
                 lo, hi = starts[p[0]], ends[p[-1] + K - 1]
                 if any(f.gain > bound[c] and f.start <= lo and hi <= f.end for f in found[d]):
                     continue
-                found[d] += self._regions(t, p, jd[m], self.t_pos[t][i[m]], starts, ends)
+                kept, rejected = self._regions(t, p, jd[m], self.t_pos[t][i[m]], self.t_req[t][i[m]], starts, ends)
+                found[d] += kept
+                near += rejected
+            # a partial copy is only the best reading of its text if no other licence, even one that failed the
+            # thresholds, explains that text better (a BSD disclaimer under an MIT grant is not a BSD licence)
+            found[d] = [f for f in found[d] if not f.partial or not any(
+                n.gain > f.gain and _overlap(n, f) > 0.5 * min(n.end - n.start, f.end - f.start) for n in near)]
         return [_best(f) for f in found]
 
-    def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, starts: np.ndarray,
-                 ends: np.ndarray) -> list[FullText]:
-        """Split the matched positions of one template into copies, then score each copy."""
+    def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, req: np.ndarray, starts: np.ndarray,
+                 ends: np.ndarray) -> tuple[list[FullText], list[FullText]]:
+        """Split the matched positions of one template into copies, then score each copy: (kept, rejected)."""
         need = self.need[t]
         if len(p) < need:
-            return []
+            return [], []
         breaks = np.diff(p) > self.max_gap
         # Keys unique in the template give its reading order: where the median template position of the next W
         # such keys falls far behind that of the previous W, another copy starts (a lone outlier does not split).
@@ -339,7 +360,8 @@ class TemplateIndex:
             back = med[i] < med[i - W] - thr
             first = i[back & ~np.concatenate([[False], back[:-1]])]
             breaks[ordered[first] - 1] = True
-        out = []
+        out: list[FullText] = []
+        rejected: list[FullText] = []
         bounds = [0, *(np.flatnonzero(breaks) + 1).tolist(), len(p)]
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             if b - a < need:
@@ -352,7 +374,8 @@ class TemplateIndex:
                 inl = u[np.abs(delta - np.median(delta)) <= thr]
                 if len(inl):
                     a, b = int(inl[0]), int(inl[-1]) + 1
-            matched = len(_distinct(j[a:b]))
+            uniq = _distinct(j[a:b][req[a:b]])
+            matched, optional = len(uniq), len(_distinct(j[a:b])) - len(uniq)
             recall = matched / self.sizes[t]
             if matched < need:
                 continue
@@ -364,21 +387,40 @@ class TemplateIndex:
             filled[filled] = vb[np.minimum(tps[1:][filled] + K, len(vb) - 1)] > vb[tps[:-1][filled]]
             covered = int(np.where(filled, gaps, np.minimum(gaps, K)).sum()) + K
             precision = covered / (int(ps[-1]) + K - int(ps[0]))
-            if not (recall >= self.min_recall and precision >= self.min_precision
-                    or recall >= PARTIAL_RECALL and matched >= PARTIAL_MIN and precision >= PARTIAL_PRECISION):
-                continue
+            full = recall >= self.min_recall and precision >= self.min_precision
+            partial = recall >= PARTIAL_RECALL and matched >= PARTIAL_MIN and precision >= PARTIAL_PRECISION
             score = 2 * recall * precision / (recall + precision)
-            out.append(FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
-                                round(float(score), 4), float(recall), float(precision), int(self.sizes[t])))
-        return out
+            (out if full or partial else rejected).append(
+                FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
+                         round(float(score), 4), float(recall), float(precision), int(self.sizes[t]), optional,
+                         partial and not full))
+        return out, rejected
+
+
+def _optional_spans(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The template without its optional markers, and the code-point spans of its optional parts."""
+    out, spans, last = [], [], 0
+    size = 0
+    for m in OPTIONAL.finditer(text):
+        out.append(text[last:m.start()])
+        size += m.start() - last
+        spans.append((size, size + len(m.group(1))))
+        out.append(m.group(1))
+        size += len(m.group(1))
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out), spans
+
+
+def _overlap(a: FullText, b: FullText) -> int:
+    return min(a.end, b.end) - max(a.start, b.start)
 
 
 def _best(found: list[FullText]) -> list[FullText]:
     """Overlapping candidates: the one that explains most of the text wins (then the best score, then the name)."""
     kept: list[FullText] = []
     for f in sorted(found, key=lambda f: (-round(f.gain, 6), -f.score, f.template)):
-        if all(min(f.end, g.end) - max(f.start, g.start) <= 0.5 * min(f.end - f.start, g.end - g.start)
-               for g in kept):
+        if all(_overlap(f, g) <= 0.5 * min(f.end - f.start, g.end - g.start) for g in kept):
             kept.append(f)
     return sorted(kept, key=lambda f: f.start)
 

@@ -78,12 +78,31 @@ TITLE = re.compile(r"\A[ \t]*[^\n.]{0,70}\blicen[cs]e\b[^\n.]{0,30}:?[ \t]*\n", 
 COPYRIGHT_LINE = re.compile(r"(?im)^[ \t#*/]*(?:copyright\b|\(c\)|©).*\n?(?:[ \t]*all rights reserved\.?[ \t]*\n)?")
 
 
+# Parts SPDX's templates mark <<beginOptional>> (copies often leave them out): appendices on how to apply a licence,
+# MIT-CMU's preamble.
+HOW_TO_APPLY = r"(?:Appendix: )?How to Apply These Terms to Your New (?:Programs|Libraries).*"
+OPTIONAL = {
+    "Apache-2.0": r"APPENDIX: How to apply the Apache License to your work\..*",
+    **{k: HOW_TO_APPLY for k in ("GPL-1.0-only", "GPL-2.0-only", "GPL-3.0-only", "LGPL-2.0-only", "LGPL-2.1-only",
+                                  "AGPL-3.0-only")},
+    **{k: r"ADDENDUM: How to use this License for your documents.*"
+       for k in ("GFDL-1.1-only", "GFDL-1.2-only", "GFDL-1.3-only")},
+    "MIT-CMU": r"By obtaining, using, and/or copying this software and/or its associated documentation, you agree "
+               r"that you have read, understood, and will comply with the following terms and conditions:",
+}
+
+
 def template_text(spdx_id: str, text: str) -> str:
     text = text.replace("\r\n", "\n")
     for old, new in HOLDERS.get(spdx_id, []):
         text = text.replace(old, new)
     text = re.sub(r"<(?!<)[^<>\n]{1,60}>(?!>)", "<<var>>", text)  # SPDX placeholders such as <year> <owner>
-    return TITLE.sub("", COPYRIGHT_LINE.sub("", text).strip()).strip() + "\n"
+    text = TITLE.sub("", COPYRIGHT_LINE.sub("", text).strip()).strip()
+    if spdx_id in OPTIONAL:
+        text, n = re.subn(OPTIONAL[spdx_id], lambda m: f"<<beginOptional>>{m.group()}<<endOptional>>", text,
+                          count=1, flags=re.S)
+        assert n == 1, spdx_id
+    return text + "\n"
 
 
 def main() -> None:
