@@ -254,10 +254,8 @@ class TemplateIndex:
         self.lengths = np.array([max((p.max() if len(p) else 0), 1) for _, p in per], np.int64)
         all_keys = np.concatenate([k for k, _ in per])
         all_t = np.concatenate([np.full(len(k), i, np.int64) for i, (k, _) in enumerate(per)])
-        all_p = np.concatenate([p for _, p in per])
         order = np.lexsort((all_t, all_keys))
-        all_r = np.concatenate(self.t_req)
-        all_keys, self.pair_t, self.pair_pos, self.pair_req = all_keys[order], all_t[order], all_p[order], all_r[order]
+        all_keys, self.pair_t = all_keys[order], all_t[order]
         self.keys, first = np.unique(all_keys, return_index=True)
         self.indptr = np.append(first, len(all_keys)).astype(np.int64)
         # per template: its keys as sorted indices into self.keys, with their positions in the template
@@ -310,43 +308,41 @@ class TemplateIndex:
         wanted = np.flatnonzero(counts >= np.tile(self.need, n_d))
         if not len(wanted):
             return found
-        # every hit of a wanted (document, template) pair, expanded through the key -> template map and grouped by
-        # pair, in document order: one vectorised pass instead of a search per candidate
-        lens = self.indptr[j + 1] - self.indptr[j]
-        pair = np.repeat(self.indptr[j] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        hit_of = np.repeat(np.arange(len(j)), lens)
-        group = hit_doc[hit_of] * n_t + self.pair_t[pair]
-        is_wanted = np.zeros(n_d * n_t, bool)
-        is_wanted[wanted] = True
-        keep = np.flatnonzero(is_wanted[group])
-        order = keep[np.argsort(group[keep], kind="stable")]
-        pair, hit_of = pair[order], hit_of[order]
-        seg = np.searchsorted(group[order], np.append(wanted, n_d * n_t))
+        hit_first = np.searchsorted(hit_doc, np.arange(n_d + 1))
         tok_first = np.searchsorted(toks.doc, np.arange(n_d + 1))
         w_doc, w_t = wanted // n_t, wanted % n_t
         # gain <= 2 * (shared 3-grams) - template size (precision <= 1): candidates go best bound first, and one
-        # whose matches all lie inside copies already found with a higher gain cannot win there (see _best)
+        # whose matches all lie under copies already found with a higher gain cannot win there (see _best); once
+        # found copies cover every hit of the document better than the next bound, the document is done
         bound = 2 * counts[wanted] - self.sizes[w_t]
         doc_first = np.searchsorted(w_doc, np.arange(n_d + 1))
         for d in np.unique(w_doc).tolist():
             first = tok_first[d]
-            starts, ends = toks.start[first:], toks.end[first:]
+            starts, ends = toks.start[first:tok_first[d + 1]], toks.end[first:tok_first[d + 1]]
+            jd, pd = j[hit_first[d]:hit_first[d + 1]], pos[hit_first[d]:hit_first[d + 1]] - first
             sel = np.arange(doc_first[d], doc_first[d + 1])
             near: list[FullText] = []
-            n_tok = tok_first[d + 1] - first
-            cover = np.full(n_tok, -np.inf)  # per token: the best gain of a copy found over it so far
+            cover = np.full(len(starts), -np.inf)  # per token: the best gain of a copy found over it so far
+            floor = -np.inf  # the least of cover over all the document's hits
             for c in sel[np.argsort(-bound[sel], kind="stable")].tolist():
-                h, pr = hit_of[seg[c]:seg[c + 1]], pair[seg[c]:seg[c + 1]]
-                p = pos[h] - first
+                if floor > bound[c]:
+                    break
+                t = int(w_t[c])
+                tk = self.t_keys[t]
+                i = np.searchsorted(tk, jd)
+                i[i == len(tk)] = 0
+                m = tk[i] == jd
+                p = pd[m]
                 if cover[p].min() > bound[c]:
                     continue
-                kept, rejected = self._regions(int(w_t[c]), p, j[h], self.pair_pos[pr], self.pair_req[pr], starts,
-                                               ends)
+                kept, rejected = self._regions(t, p, jd[m], self.t_pos[t][i[m]], self.t_req[t][i[m]], starts, ends)
                 found[d] += kept
                 near += rejected
                 for f in kept:
-                    a, b = np.searchsorted(starts[:n_tok], f.start), np.searchsorted(ends[:n_tok], f.end) + 1
+                    a, b = np.searchsorted(starts, f.start), np.searchsorted(ends, f.end) + 1
                     cover[a:b] = np.maximum(cover[a:b], f.gain)
+                if kept:
+                    floor = cover[pd].min()
             # a partial copy is only the best reading of its text if no other licence, even one that failed the
             # thresholds, explains that text better (a BSD disclaimer under an MIT grant is not a BSD licence)
             found[d] = [f for f in found[d] if not f.partial or not any(
