@@ -333,7 +333,8 @@ class TemplateIndex:
                 i[i == len(tk)] = 0
                 m = tk[i] == jd
                 p = pd[m]
-                if cover[p].min() > bound[c]:
+                # matches under better copies cannot win there; the rest must be able to form a copy of their own
+                if np.count_nonzero(cover[p] <= bound[c]) < self.need[t]:
                     continue
                 kept, rejected = self._regions(t, p, jd[m], self.t_pos[t][i[m]], self.t_req[t][i[m]], starts, ends)
                 found[d] += kept
