@@ -691,7 +691,7 @@ SCHEMA = pa.schema([("doc_id", pa.string()), ("license", pa.string()), ("use_cla
 @register
 class Licenses(Detector):
     name = "licenses"
-    version = "1"
+    version = "2"
     tables = {
         "license_signals": """CREATE TABLE license_signals (
             doc_id VARCHAR NOT NULL,
