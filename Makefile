@@ -4,14 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := work/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo test lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed browser
+
+# Headless Chromium for the report's browser test (Debian packages; as root, quiet, only when missing).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 demo: install
 	rm -rf $(DEMO)
@@ -20,6 +25,8 @@ demo: install
 	$(BIN)/curate run $(DEMO)
 	$(BIN)/curate verify $(DEMO)/manifest --workspace $(DEMO) --shards
 	$(BIN)/curate export $(DEMO) --out $(DEMO)/export
+	$(BIN)/curate report $(DEMO) --out $(DEMO)/report.html
+	$(BIN)/curate card $(DEMO) --out $(DEMO)/cards
 
 lint: install
 	$(BIN)/ruff check curate tests benchmarks scripts

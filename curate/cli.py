@@ -263,6 +263,48 @@ def sql(ws: WS, query: str, limit: Annotated[int, typer.Option(help="Rows to pri
 
 @app.command()
 @friendly
+def report(ws: WS, out_file: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+           manifest: Annotated[Path | None, typer.Option(help="Manifest directory (default: the newest in WS).")]
+           = None) -> None:
+    """Write the audit report: one self-contained HTML file (plots inline, no document text)."""
+    r = Workspace(ws).report(out_file, manifest=manifest)
+    out.print(f"report: {r.path} ({len(r.sections)} sections, {r.plots} plots"
+              + (f"; not available yet: {', '.join(r.skipped)}" if r.skipped else "") + ")")
+
+
+@app.command()
+@friendly
+def validate(ws: WS,
+             out_dir: Annotated[Path | None, typer.Option("--out", help="Audit bundle directory "
+                                                          "(default: WS/audit/validation).")] = None,
+             manifest: Annotated[Path | None, typer.Option(help="Manifest directory (default: the newest in WS).")]
+             = None) -> None:
+    """Great Expectations suites over documents, signal tables and the manifest; exit 1 on any failure."""
+    r = Workspace(ws).validate(out_dir, manifest=manifest)
+    out.print(_table("validation", ["suite", "expectations", "failed"],
+                     [[s.name, s.evaluated, s.failed] for s in r.suites]))
+    for f in r.failures[:100]:
+        out.print(f"[red]FAILED[/red] {f}", highlight=False)
+    out.print(f"results: {r.path / 'validation.json'}; data docs: {r.docs_index}")
+    if not r.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def card(ws: WS, out_dir: Annotated[Path, typer.Option("--out", help="Directory for the cards.")],
+         manifest: Annotated[Path | None, typer.Option(help="Manifest directory (default: the newest in WS).")]
+         = None,
+         name: Annotated[str | None, typer.Option(help="Dataset name (default: the workspace directory name).")]
+         = None) -> None:
+    """Write the datasheet (Markdown), Croissant JSON-LD with RAI fields, and the public training content summary."""
+    r = Workspace(ws).card(out_dir, manifest=manifest, name=name)
+    for p in r.files:
+        out.print(f"wrote {p}")
+
+
+@app.command()
+@friendly
 def bias(
     ws: WS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
