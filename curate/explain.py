@@ -20,7 +20,7 @@ def explain(ws: Workspace, doc_id: str) -> dict[str, Any]:
 
     with ws.connect() as con:
         doc = one(con.execute("""
-            SELECT d.doc_id, s.uri AS shard_uri, d."row", d.url, d.domain, length(d.text) AS chars,
+            SELECT d.doc_id, s.uri AS shard_uri, d."row", d.url, d.domain, d.chars,
                    d.sha256, d.seq
             FROM documents d JOIN shards s USING (shard_id) WHERE d.doc_id = ?""", [doc_id]))
         if doc is None:

@@ -99,7 +99,7 @@ def totals(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     quarantined, unreadable = one(con.execute(
         'SELECT count(*) FILTER ("row" IS NOT NULL), count(*) FILTER ("row" IS NULL) FROM quarantine'))
     by_action = dict(con.execute("SELECT action, count(*) FROM decisions GROUP BY 1").fetchall())
-    chars = dict(con.execute("""SELECT c.action, sum(length(d.text)) FROM decisions c JOIN documents d USING (doc_id)
+    chars = dict(con.execute("""SELECT c.action, sum(d.chars) FROM decisions c JOIN documents d USING (doc_id)
                                 GROUP BY 1""").fetchall())
     return {"input_rows": int(input_rows), "documents": int(docs), "quarantined_rows": quarantined,
             "unreadable_files": unreadable, "shards": one(con.execute("SELECT count(*) FROM shards"))[0],

@@ -404,7 +404,8 @@ def _commit_rows(con, uri, shard_id, fields, whole_file_error) -> ShardReport:
     # seq follows ingest order; gaps where rows were quarantined are harmless
     con.execute(f"""INSERT INTO documents
         SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + "row" + 1,
-               ?, "row", url, {domain_sql("url")}, text, h.sha256, meta
+               ?, "row", url, {domain_sql("url")}, text, h.sha256, meta,
+               length(text), strlen(text), regexp_full_match(text, '\\s*')
         FROM _stage JOIN _hashes h USING ("row") WHERE error IS NULL""", [shard_id])
     con.unregister("_hashes")
     con.execute(f"""INSERT INTO quarantine

@@ -282,7 +282,7 @@ def compile_rule(rule: Rule, columns: dict[str, str]) -> str:
 
 # -- the signals view and the decisions -------------------------------------------------------------
 BASE_SIGNALS = """d.doc_id, d.shard_id, d."row", d.seq, d.url, d.domain, d.meta,
-    length(d.text) AS text_chars, strlen(d.text) AS text_bytes, length(trim(d.text)) = 0 AS text_empty"""
+    d.chars AS text_chars, d.bytes AS text_bytes, d.blank AS text_empty"""
 
 
 def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | None = None,

@@ -10,7 +10,7 @@ import duckdb
 
 from .db import one
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry moves the workspace from version i to i + 1. Append, never edit.
 MIGRATIONS: list[list[str]] = [
@@ -85,6 +85,13 @@ MIGRATIONS: list[list[str]] = [
             verified BOOLEAN NOT NULL,      -- the requester's identity or right was checked
             chain_hash VARCHAR NOT NULL     -- sha256(previous chain_hash + this event): the hash of version seq
         )""",
+    ],
+    [
+        # Sizes stored once at ingest, so the policy's signals view never reads the text.
+        "ALTER TABLE documents ADD COLUMN chars BIGINT",  # code points
+        "ALTER TABLE documents ADD COLUMN bytes BIGINT",  # UTF-8 bytes
+        "ALTER TABLE documents ADD COLUMN blank BOOLEAN",  # empty or whitespace only
+        r"UPDATE documents SET chars = length(text), bytes = strlen(text), blank = regexp_full_match(text, '\s*')",
     ],
 ]
 

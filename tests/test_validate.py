@@ -33,7 +33,7 @@ def plant_violations(ws) -> None:
     with Workspace(ws).connect(write=True) as con:
         a, b, c = (r[0] for r in con.execute("SELECT doc_id FROM documents ORDER BY doc_id LIMIT 3").fetchall())
         con.execute("""INSERT INTO documents SELECT doc_id, seq + 1000000, shard_id, "row" + 1000000, url, domain,
-                       text, sha256, meta FROM documents WHERE doc_id = ?""", [a])  # duplicate id
+                       text, sha256, meta, chars, bytes, blank FROM documents WHERE doc_id = ?""", [a])  # duplicate id
         con.execute("UPDATE documents SET sha256 = 'not-a-hash' WHERE doc_id = ?", [b])
         con.execute("UPDATE decisions SET action = 'delete' WHERE doc_id = ?", [c])
         con.execute("INSERT INTO decisions SELECT * FROM decisions WHERE doc_id = ?", [b])  # two decisions
