@@ -27,6 +27,7 @@ log = logging.getLogger("curate")
 ACTIONS = ("redact", "drop", "tag")
 SPANS_SCHEMA = pa.schema([("doc_id", pa.string()), ("entity_type", pa.string()), ("start", pa.int64()),
                           ("end", pa.int64()), ("score", pa.float64()), ("recognizer", pa.string())])
+_LOADED: dict[tuple, Any] = {}  # one BatchAnalyzer per process (loading the model takes seconds)
 ENGLISH = ("en",)  # quality.lang values on which English NER runs (NULL: unknown, treated as English)
 
 
@@ -86,11 +87,16 @@ class PiiDetector(Detector):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def analyzer(self):
+        """The loaded analyzer, shared by the stages of one process with the same recognizers file."""
         if self._analyzer is None:
-            from .engine import BatchAnalyzer
+            key = (str(self.spec_path()), sha256_file(self.spec_path()), int(self.config.get("batch_size", 64)))
+            if key not in _LOADED:
+                from .engine import BatchAnalyzer
 
-            logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # its debug lines quote text
-            self._analyzer = BatchAnalyzer(self.spec(), batch_size=int(self.config.get("batch_size", 64)))
+                logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # its debug lines quote text
+                _LOADED.clear()
+                _LOADED[key] = BatchAnalyzer(self.spec(), batch_size=key[2])
+            self._analyzer = _LOADED[key]
         return self._analyzer
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
@@ -127,8 +133,10 @@ class PiiDetector(Detector):
         policy = entity_policy(rules, self.spec())
         counts = ", ".join(f"count(*) FILTER (WHERE s.entity_type = {_q(t)}) AS pii_{t.lower()}"
                            for t in sorted(policy) if not policy[t]["secret"])
-        dense = " OR ".join(f"count(*) FILTER (WHERE s.entity_type = {_q(t)}) * 1000.0 > "
-                            f"{float(p['drop_density'])} * greatest(any_value(w.words), 1)"
+        least = int(rules.get("pii", {}).get("dense_min_count", 5))
+        dense = " OR ".join(f"(count(*) FILTER (WHERE s.entity_type = {_q(t)}) >= {least} AND "
+                            f"count(*) FILTER (WHERE s.entity_type = {_q(t)}) * 1000.0 > "
+                            f"{float(p['drop_density'])} * greatest(any_value(w.words), 1))"
                             for t, p in sorted(policy.items()) if p.get("drop_density") is not None) or "false"
         return f"""
             SELECT w.doc_id,
