@@ -150,7 +150,7 @@ def test_same_findings_as_stock_presidio_for_pattern_entities(analyzer):
                  for r in naive.analyze(text, language="en", entities=entity_set(spec))
                  if r.entity_type in pattern_types}
         mine = {(s.entity_type, s.start, s.end, s.score) for s in spans if s.entity_type in pattern_types}
-        fixed = {x for x in stock - mine if x[0] in ("PHONE_NUMBER", "IP_ADDRESS", "EMAIL_ADDRESS")}
+        fixed = {x for x in stock - mine if x[0] in ("PHONE_NUMBER", "IP_ADDRESS", "EMAIL_ADDRESS", "CREDIT_CARD")}
         assert mine <= stock and stock - mine == fixed  # only the documented systematic errors are removed
 
 

@@ -366,10 +366,19 @@ def fix(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
     capital letter, or is a day or month name. PHONE_NUMBER: dropped when glued to a word, version, bug
     number or time ('3.1-20210419-1', '#338490', '13:07:03 -0400') or holding '~'. IP_ADDRESS (v4):
     dropped when it is a version ('Standards-Version: 4.6.1.1', '1:0.2.2.2', '1.2.6.3-1'). EMAIL_ADDRESS:
-    dropped when it is a URL's password@host. URL: dropped inside an e-mail address."""
+    dropped when it is a URL's password@host. URL: dropped inside an e-mail address. A PHONE_NUMBER or
+    CREDIT_CARD overlapping a more specific, validated finding (an IBAN, card, IP address, or an SSN
+    with context) is that finding, not a second one."""
     emails = [(r.start, r.end) for r in results if r.entity_type == "EMAIL_ADDRESS"]
+    specific = [(r.start, r.end, r.entity_type) for r in results
+                if r.entity_type in ("IBAN_CODE", "CREDIT_CARD", "IP_ADDRESS") or (r.entity_type == "US_SSN"
+                                                                                    and r.score >= 0.5)]
     out = []
     for r in results:
+        outranked = {"PHONE_NUMBER": ("IBAN_CODE", "CREDIT_CARD", "IP_ADDRESS", "US_SSN"),
+                     "CREDIT_CARD": ("IBAN_CODE",)}.get(r.entity_type, ())
+        if any(k in outranked and s < r.end and r.start < e for s, e, k in specific):
+            continue
         before = text[max(0, r.start - 30):r.start]
         if r.entity_type == "PERSON":
             value = text[r.start:r.end]
