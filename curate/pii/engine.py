@@ -307,24 +307,38 @@ def _digit_runs(text: str) -> list[tuple[int, int, int]]:
 
 _CAPITALISED = regex.compile(r"(?<![\p{L}\p{N}_'.\-/@])\p{Lu}[\p{L}'\u2019\-]*\p{Ll}\p{L}*")
 _SENTENCE_START = regex.compile(r"(?:^|[.!?]\s)[\s*\-+#>\"'(\[\u2022]*$")
+_AFTER_DETERMINER = regex.compile(r"(?i:\b(?:the|a|an|this|that|these|those|any|each|every|our|your|its|their|no"
+                                  r"|such|all|some))\s+(?:\p{Lu}[\p{L}'\-]*\s+)*$")
+_LOWER_WORD = regex.compile(r"(?<![\p{L}\p{N}_'.\-/@])\p{Ll}[\p{L}'\u2019\-]*")
 CAPITALISED_STOP_WORDS = frozenset(w.capitalize() for w in STOP_WORDS)
 
 
 def name_lines(text: str) -> list[tuple[int, int]]:
-    """(start, end) of the runs of lines worth giving to NER: those with a capitalised word that is not
-    a stop word and does not start the line or a sentence (a name at a sentence start is found by its
-    other capitalised word; a one-word name opening a sentence is the known miss)."""
+    """(start, end) of the runs of lines worth giving to NER: those with a capitalised word that could be
+    a name. Not: a stop word; the first word of a line or sentence (a name there is found by its other
+    capitalised word); a word after a determiner ('the Free Software Foundation'); a word the text also
+    writes in lower case ('License' next to 'license'). The known miss: a one-word name opening a
+    sentence."""
+    lower: set[str] | None = None
     out: list[tuple[int, int]] = []
     pos = 0
     for line in text.split("\n"):
         end = pos + len(line)
         for m in _CAPITALISED.finditer(line):
-            if m.group() not in CAPITALISED_STOP_WORDS and not _SENTENCE_START.search(line, 0, m.start()):
-                if out and out[-1][1] + 1 >= pos:
-                    out[-1] = (out[-1][0], end)
-                else:
-                    out.append((pos, end))
-                break
+            word = m.group()
+            if word in CAPITALISED_STOP_WORDS or _SENTENCE_START.search(line, 0, m.start()):
+                continue
+            if _AFTER_DETERMINER.search(line, max(0, m.start() - 60), m.start()):
+                continue
+            if lower is None:
+                lower = set(_LOWER_WORD.findall(text))
+            if word.lower() in lower:
+                continue
+            if out and out[-1][1] + 1 >= pos:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((pos, end))
+            break
         pos = end + 1
     return out
 
@@ -405,7 +419,7 @@ def fix(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
 class BatchAnalyzer:
     """Analyzes many documents at a time: `analyze_batch(texts)` gives each one's spans."""
 
-    def __init__(self, spec: dict[str, Any], batch_size: int = 64):
+    def __init__(self, spec: dict[str, Any], batch_size: int = 256):
         self.language = spec.get("language", "en")
         self.engine = analyzer(spec, fast=True)
         self.nlp = self.engine.nlp_engine.get_nlp(self.language)
