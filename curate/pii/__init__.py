@@ -147,7 +147,8 @@ class PiiDetector(Detector):
                    round(count(*) FILTER (WHERE p.action IN ('redact', 'drop')) * 1000.0
                          / greatest(any_value(w.words), 1), 3) AS pii_density,
                    coalesce({dense}, false) AS pii_dense,
-                   list_sort(list_distinct(list(s.entity_type) FILTER (WHERE s.doc_id IS NOT NULL))) AS pii_types,
+                   coalesce(list_sort(list_distinct(list(s.entity_type) FILTER (WHERE s.doc_id IS NOT NULL))),
+                            []::VARCHAR[]) AS pii_types,
                    {counts}
             FROM pii_docs w
             LEFT JOIN (pii_spans s JOIN ({policy_values(policy)}) p USING (entity_type))
