@@ -120,8 +120,9 @@ def run_curate(docs: list[str], workers: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         shard = Path(d) / "corpus.jsonl"
         shard.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
-        ws = Workspace.init(Path(d) / "ws")
-        ws.ingest([str(shard)])
+        for cmd in (["init", f"{d}/ws"], ["ingest", "--no-progress", f"{d}/ws", str(shard)]):  # not measured
+            subprocess.run([PY, "-m", "curate.cli", *cmd], check=True, capture_output=True)
+        ws = Workspace(Path(d) / "ws")
         with PeakRss() as rss:
             c0 = cpu_seconds()
             report = next(r for r in ws.run(stages=["pii"], workers=workers).stages if r.name == "pii")
