@@ -175,6 +175,17 @@ def test_results_do_not_depend_on_batching_or_cache(analyzer):
     assert together == alone == analyzer.analyze_batch(texts)
 
 
+def test_reloading_the_model_to_free_memory_changes_nothing(analyzer, monkeypatch):
+    from curate.pii import engine
+
+    texts = [json.loads(line)["text"] for line in
+             (ROOT / "data" / "samples" / "changelogs.jsonl").read_text().splitlines()[100:140]]
+    before, nlp = analyzer.analyze_batch(texts), analyzer.nlp
+    monkeypatch.setattr(engine, "RELOAD_EVERY", 10)
+    analyzer.cache.clear()
+    assert analyzer.analyze_batch(texts) == before and analyzer.nlp is not nlp
+
+
 # -- bad input ---------------------------------------------------------------------------------------------
 def test_a_document_of_several_megabytes_is_chunked_with_exact_offsets(analyzer):
     from curate.pii import engine

@@ -49,6 +49,7 @@ NON_NER_PIPES = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer",
 CHUNK_CHARS = 100_000  # a longer document is analysed in pieces of about this size ...
 CHUNK_OVERLAP = 5_000  # ... each extended by this much on both sides, so a finding on a cut is seen whole
 NER_CACHE = 5_000  # NER results remembered per process, by text (boilerplate and copies repeat)
+RELOAD_EVERY = 100_000  # texts; spaCy's string store only grows, so the model is reloaded to free it
 
 # A regex every text holding a finding of Presidio's recognizer for the entity matches (derived from
 # Presidio 2.2's patterns, which match case-insensitively): without a match the recognizer is not run.
@@ -425,6 +426,7 @@ class BatchAnalyzer:
         self.nlp = self.engine.nlp_engine.get_nlp(self.language)
         self.batch_size = batch_size
         self.cache: dict[str, tuple[tuple[int, int, str], ...]] = {}
+        self.seen = 0
         recs = self.engine.registry.recognizers
         self.entities = sorted({e for r in recs for e in r.supported_entities})
         self.ner_entities = {e for r in recs if isinstance(r, SpacyRecognizer) for e in r.supported_entities}
@@ -464,6 +466,10 @@ class BatchAnalyzer:
         todo = sorted({t for t in texts if t and t not in self.cache})
         if len(self.cache) + len(todo) > NER_CACHE:
             self.cache.clear()
+        self.seen += len(todo)
+        if self.seen > RELOAD_EVERY:  # same results (hashed features), memory back to a fresh model's
+            self.engine.nlp_engine.load()
+            self.nlp, self.seen = self.engine.nlp_engine.get_nlp(self.language), len(todo)
         for text, doc in zip(todo, self.nlp.pipe(todo, batch_size=self.batch_size), strict=True):
             ents = ((e.start_char, e.end_char, self.labels.get(e.label_, e.label_)) for e in doc.ents)
             self.cache[text] = tuple(e for e in ents if e[2] in self.ner_entities and e[2] not in self.ignored)
