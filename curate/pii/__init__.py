@@ -89,7 +89,7 @@ class PiiDetector(Detector):
     def analyzer(self):
         """The loaded analyzer, shared by the stages of one process with the same recognizers file."""
         if self._analyzer is None:
-            key = (str(self.spec_path()), sha256_file(self.spec_path()), int(self.config.get("batch_size", 256)))
+            key = (str(self.spec_path()), sha256_file(self.spec_path()), int(self.config.get("batch_size", 64)))
             if key not in _LOADED:
                 from .engine import BatchAnalyzer
 

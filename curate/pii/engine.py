@@ -420,7 +420,7 @@ def fix(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
 class BatchAnalyzer:
     """Analyzes many documents at a time: `analyze_batch(texts)` gives each one's spans."""
 
-    def __init__(self, spec: dict[str, Any], batch_size: int = 256):
+    def __init__(self, spec: dict[str, Any], batch_size: int = 64):
         self.language = spec.get("language", "en")
         self.engine = analyzer(spec, fast=True)
         self.nlp = self.engine.nlp_engine.get_nlp(self.language)
