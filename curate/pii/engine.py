@@ -4,15 +4,15 @@ The naive use, one `AnalyzerEngine.analyze(text)` per document, spends most of i
 components NER does not need and in recognizers scanning text that cannot hold what they look for.
 `BatchAnalyzer` keeps Presidio's recognizers and scoring, and changes only what they are run on:
 - spaCy runs only its `ner` pipe (it has its own tok2vec: tagger, parser, lemmatizer are not needed for
-  entities), with `nlp.pipe` over a batch, on the lines that can hold a name (a capitalised word that
-  is neither a stop word nor the first word of a sentence); the entities are handed to Presidio as
-  NlpArtifacts, so nothing is parsed twice.
+  entities), with `nlp.pipe` over a batch, only on the lines that can hold a name (`name_lines`); the
+  entities are handed to Presidio as NlpArtifacts, so nothing is parsed twice.
 - Phone numbers (python-phonenumbers, once per region) are looked for only on lines with a digit run
   long enough to be a valid number of that region, e-mail addresses only on lines with an '@', and a
   recognizer whose trigger does not occur in a text is not run at all.
 - Context words are read from a small window around each finding, not by walking every token of the
   document for every finding (Presidio's enhancer is quadratic in the document length).
 - Documents longer than CHUNK_CHARS are analysed in overlapping chunks.
+`fix` then removes Presidio's systematic errors on real text (see there).
 Nothing is fetched: the model is an installed package and tldextract uses its bundled suffix list.
 """
 
