@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("curate")
 
 # Modules whose detectors ship with curate; each registers its classes on import.
-BUILTIN_MODULES = ("curate.dedup", "curate.pii")
+BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.bias", "curate.pii")
 BATCH_ROWS = 1000
 
 
