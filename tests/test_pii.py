@@ -230,7 +230,8 @@ def test_no_english_ner_on_other_languages(analyzer):
 def planted_docs() -> list[dict]:
     return [doc(0, text=PEOPLE), doc(1, text=SECRETS), doc(2, text="Nothing personal here. Just words."),
             doc(3, text="Send 0.1 BTC to 1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2 please."),
-            doc(4, text="Hallo Klaus Müller, wie geht es dir? Schreib an maria@example.org."),
+            doc(4, text="Hallo Klaus Müller, wie geht es dir? Ich habe die Unterlagen gestern bekommen und "
+                        "schicke sie dir morgen zurück. Schreib an maria@example.org."),
             doc(5, text="Contacts: " + ", ".join(f"user{i}@example.org" for i in range(30)))]
 
 
@@ -239,10 +240,7 @@ def pii_ws(tmp_path_factory, no_network) -> Workspace:
     path = tmp_path_factory.mktemp("pii")
     ws = Workspace.init(path / "ws")
     ws.ingest([str(write_jsonl(path / "p.jsonl", planted_docs()))])
-    with ws.connect(write=True) as con:  # the language signal, as the quality stage writes it
-        con.execute("CREATE TABLE quality (doc_id VARCHAR, lang VARCHAR)")
-        con.execute("INSERT INTO quality VALUES ('doc-0', 'en'), ('doc-4', 'de')")
-    ws.run()
+    ws.run()  # the quality stage runs first and writes the language signal the pii stage reads
     return ws
 
 
@@ -263,6 +261,7 @@ def test_spans_are_stored_without_values(pii_ws):
 
 
 def test_language_signal_turns_off_english_ner(pii_ws):
+    assert pii_ws.sql("SELECT lang FROM quality WHERE doc_id = 'doc-4'").item() == "de"
     kinds = pii_ws.sql("SELECT DISTINCT entity_type FROM pii_spans WHERE doc_id = 'doc-4'")["entity_type"].to_list()
     assert kinds == ["EMAIL_ADDRESS"]
 
