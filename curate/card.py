@@ -194,9 +194,10 @@ def optout_text(f: Facts) -> str:
     if f.optout is None:
         return _absent("optout_matches")
     reg = F.registry_info(f.run)
-    versions = sorted({str(r["registry_version"]) for r in f.optout})
-    lines = [f"{r['match_kind']} (registry version {r['registry_version']}): {r['matched']:,} documents matched, "
-             f"{r['removed']:,} removed" for r in f.optout]
+    versions = sorted({str(r["registry_version"]) for r in f.optout if r.get("source") != "reservation"})
+    lines = [(f"reservation {r['match_kind']}" if r.get("source") == "reservation" else
+              f"{r['match_kind']} (registry version {r['registry_version']})")
+             + f": {r['matched']:,} documents matched, {r['removed']:,} removed" for r in f.optout]
     head = ("Opt-out requests (creator registry entries) and machine-readable reservations (robots `noai`, "
             "`tdm-reservation`, `X-Robots-Tag`, robots.txt/ai.txt/TDMRep where the crawl team supplied them) are "
             "matched against every document; the policy removes matched documents. ")
@@ -423,8 +424,8 @@ def eu_summary(f: Facts) -> str:
         optout_text(f), "",
     ]
     if f.optout:
-        res = [r for r in f.optout if r["match_kind"] in RESERVATION_KINDS]
-        reg = [r for r in f.optout if r["match_kind"] not in RESERVATION_KINDS]
+        res = [r for r in f.optout if r.get("source") == "reservation" or r["match_kind"] in RESERVATION_KINDS]
+        reg = [r for r in f.optout if r not in res]
         lines += ["Machine-readable reservations honoured:", "",
                   _md_table(res, ["match_kind", "registry_version", "matched", "removed"]), "",
                   "Opt-out registry entries honoured:", "",

@@ -295,13 +295,23 @@ def top_licences(con: duckdb.DuckDBPyConnection, n: int = 15) -> list[dict[str, 
 
 
 def optout(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return records(con, """
-        SELECT coalesce(o.match_kind, '?') AS match_kind, coalesce(CAST(o.registry_version AS VARCHAR), '?')
-                   AS registry_version,
+    """Registry matches by kind and version, then machine-readable reservations (the opt-out stage keeps
+    those per document in `optout_signals`); `source` tells them apart."""
+    rows = records(con, """
+        SELECT 'registry' AS source, coalesce(o.match_kind, '?') AS match_kind,
+               coalesce(CAST(o.registry_version AS VARCHAR), '?') AS registry_version,
                count(DISTINCT o.entry_id) AS entries, count(DISTINCT o.doc_id) AS matched,
                count(DISTINCT o.doc_id) FILTER (c.action = 'drop') AS removed
         FROM optout_matches o LEFT JOIN decisions c USING (doc_id)
         GROUP BY ALL ORDER BY registry_version, matched DESC, match_kind""")
+    if "optout_signals" in present_tables(con):
+        rows += records(con, """
+            SELECT 'reservation' AS source, r AS match_kind, '-' AS registry_version, NULL AS entries,
+                   count(DISTINCT doc_id) AS matched, count(DISTINCT doc_id) FILTER (c.action = 'drop') AS removed
+            FROM (SELECT doc_id, unnest(optout_reservations) AS r FROM optout_signals) LEFT JOIN decisions c
+              USING (doc_id)
+            GROUP BY ALL ORDER BY matched DESC, match_kind""")
+    return rows
 
 
 SIZE_BUCKETS = ((2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))

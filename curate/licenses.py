@@ -95,6 +95,7 @@ class UseClasses:
 
 # -- full texts by similarity ----------------------------------------------------------------------------------
 VAR = "<<var>>"
+OPTIONAL = re.compile(r"<<beginOptional>>(.*?)<<endOptional>>", re.S)  # SPDX template syntax
 SYNONYMS = {"licence": "license", "licences": "licenses", "sublicence": "sublicense", "licenced": "licensed",
             "licencing": "licensing", "authorised": "authorized", "organisation": "organization", "favour": "favor"}
 K = 3  # words per shingle
@@ -103,6 +104,9 @@ BITS = 21  # bits per word id in a shingle key (2M words)
 BASE = np.uint64(0x100000001B3)  # odd, so invertible modulo 2**64
 BASE_INV = np.uint64(pow(int(BASE), -1, 2**64))
 MAX_CHUNK = 4_000_000  # code points tokenised at once
+# A partial copy (a licence without its disclaimer, a truncated paste) still counts when it is a long, nearly
+# verbatim run: at least half of the template, PARTIAL_MIN 3-grams, and PARTIAL_PRECISION of the region explained.
+PARTIAL_RECALL, PARTIAL_PRECISION, PARTIAL_MIN = 0.5, 0.95, 60
 
 
 @dataclass
@@ -185,6 +189,16 @@ class FullText:
     score: float
     recall: float
     precision: float
+    size: int = 0  # distinct required 3-grams of the template
+    optional: int = 0  # distinct 3-grams of its optional parts that matched
+    partial: bool = False  # accepted as a partial copy (see PARTIAL_*)
+
+    @functools.cached_property
+    def gain(self) -> float:
+        """3-grams this match explains minus the template's missing ones and the region's unexplained ones: a
+        long licence matched with a few edits beats a short one it contains (the BSD text inside Sendmail's)."""
+        matched = self.recall * self.size + self.optional
+        return 3 * matched - self.size - self.optional - matched / self.precision
 
 
 class TemplateIndex:
@@ -195,7 +209,9 @@ class TemplateIndex:
         self.names = sorted(templates)
         self.licenses = [templates[n][0] for n in self.names]
         self.min_recall, self.min_precision, self.max_gap = min_recall, min_precision, max_gap
-        toks = tokenize([templates[n][1].replace(VAR, " zzvarzz ") for n in self.names])
+        stripped = [_optional_spans(templates[n][1].replace(VAR, " zzvarzz ")) for n in self.names]
+        optional = [spans for _, spans in stripped]
+        toks = tokenize([text for text, _ in stripped])
         var = word_hash("zzvarzz")
         words = np.unique(toks.hashes[toks.hashes != var])
         self.vocab_hash, self.vocab_id = words, np.arange(1, len(words) + 1, dtype=np.int64)
@@ -211,20 +227,35 @@ class TemplateIndex:
         keys = _keys(ids, toks.doc)
         per: list[tuple[np.ndarray, np.ndarray]] = []
         tdoc = toks.doc[:-2] if len(keys) else np.empty(0, np.int64)
-        first_of = np.searchsorted(toks.doc, np.arange(len(self.names)))
+        first_of = np.searchsorted(toks.doc, np.append(np.arange(len(self.names)), len(self.names)))
+        # per template: how many <<var>> slots come before each token, so that a copy's own words in a slot
+        # (a holder's name) do not count against its precision
+        is_var = toks.hashes == var
+        self.var_before = [np.concatenate([[0], np.cumsum(is_var[first_of[t]:first_of[t + 1]])])
+                           for t in range(len(self.names))]
+        # a 3-gram touching an optional part (an appendix, a preamble) may match but is not required for recall
+        opt_tok = np.zeros(len(toks.hashes), bool)
+        for t, spans in enumerate(optional):
+            for a, b in spans:
+                opt_tok[first_of[t] + np.flatnonzero((toks.start[first_of[t]:first_of[t + 1]] >= a)
+                                                     & (toks.start[first_of[t]:first_of[t + 1]] < b))] = True
+        opt_key = opt_tok[:-2] | opt_tok[1:-1] | opt_tok[2:] if len(keys) else np.empty(0, bool)
+        self.t_req: list[np.ndarray] = []
         for t in range(len(self.names)):
             sel = np.flatnonzero((tdoc == t) & (keys >= 0))
             uk, first, counts = np.unique(keys[sel], return_index=True, return_counts=True)
             pos = sel[first] - first_of[t]
             # a key seen more than once in its template gets position -1: useless for ordering checks
             per.append((uk, np.where(counts == 1, pos, -1)))
-        self.sizes = np.array([max(len(k), 1) for k, _ in per], np.int64)
+            self.t_req.append(np.isin(uk, keys[sel][~opt_key[sel]]))
+        self.sizes = np.array([max(int(r.sum()), 1) for r in self.t_req], np.int64)
+        # 3-grams a copy needs: a full copy's share, or a partial copy's (see PARTIAL_*)
+        self.need = np.minimum(min_recall * self.sizes, np.maximum(PARTIAL_RECALL * self.sizes, PARTIAL_MIN))
         self.lengths = np.array([max((p.max() if len(p) else 0), 1) for _, p in per], np.int64)
         all_keys = np.concatenate([k for k, _ in per])
         all_t = np.concatenate([np.full(len(k), i, np.int64) for i, (k, _) in enumerate(per)])
-        all_p = np.concatenate([p for _, p in per])
         order = np.lexsort((all_t, all_keys))
-        all_keys, self.pair_t, self.pair_pos = all_keys[order], all_t[order], all_p[order]
+        all_keys, self.pair_t = all_keys[order], all_t[order]
         self.keys, first = np.unique(all_keys, return_index=True)
         self.indptr = np.append(first, len(all_keys)).astype(np.int64)
         # per template: its keys as sorted indices into self.keys, with their positions in the template
@@ -274,41 +305,71 @@ class TemplateIndex:
         lens = self.indptr[d_j + 1] - self.indptr[d_j]
         pair = np.repeat(self.indptr[d_j] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
         counts = np.bincount(np.repeat(d_doc, lens) * n_t + self.pair_t[pair], minlength=n_d * n_t)
-        wanted = np.flatnonzero(counts >= self.min_recall * np.tile(self.sizes, n_d))
+        wanted = np.flatnonzero(counts >= np.tile(self.need, n_d))
         if not len(wanted):
             return found
         hit_first = np.searchsorted(hit_doc, np.arange(n_d + 1))
-        tok_first = np.searchsorted(toks.doc, np.arange(n_d))
-        for g in wanted:
-            d, t = divmod(int(g), n_t)
-            jd, pd = j[hit_first[d]:hit_first[d + 1]], pos[hit_first[d]:hit_first[d + 1]]
-            tk = self.t_keys[t]
-            i = np.searchsorted(tk, jd)
-            i[i == len(tk)] = 0
-            m = tk[i] == jd
+        tok_first = np.searchsorted(toks.doc, np.arange(n_d + 1))
+        w_doc, w_t = wanted // n_t, wanted % n_t
+        # gain <= 2 * (shared 3-grams) - template size (precision <= 1): candidates go best bound first, and one
+        # whose matches all lie under copies already found with a higher gain cannot win there (see _best); once
+        # found copies cover every hit of the document better than the next bound, the document is done
+        bound = 2 * counts[wanted] - self.sizes[w_t]
+        doc_first = np.searchsorted(w_doc, np.arange(n_d + 1))
+        for d in np.unique(w_doc).tolist():
             first = tok_first[d]
-            found[d] += self._regions(t, pd[m] - first, jd[m], self.t_pos[t][i[m]], toks.start[first:],
-                                      toks.end[first:])
+            starts, ends = toks.start[first:tok_first[d + 1]], toks.end[first:tok_first[d + 1]]
+            jd, pd = j[hit_first[d]:hit_first[d + 1]], pos[hit_first[d]:hit_first[d + 1]] - first
+            sel = np.arange(doc_first[d], doc_first[d + 1])
+            near: list[FullText] = []
+            cover = np.full(len(starts), -np.inf)  # per token: the best gain of a copy found over it so far
+            floor = -np.inf  # the least of cover over all the document's hits
+            for c in sel[np.argsort(-bound[sel], kind="stable")].tolist():
+                if floor > bound[c]:
+                    break
+                t = int(w_t[c])
+                tk = self.t_keys[t]
+                i = np.searchsorted(tk, jd)
+                i[i == len(tk)] = 0
+                m = tk[i] == jd
+                p = pd[m]
+                # matches under better copies cannot win there; the rest must be able to form a copy of their own
+                if np.count_nonzero(cover[p] <= bound[c]) < self.need[t]:
+                    continue
+                kept, rejected = self._regions(t, p, jd[m], self.t_pos[t][i[m]], self.t_req[t][i[m]], starts, ends)
+                found[d] += kept
+                near += rejected
+                for f in kept:
+                    a, b = np.searchsorted(starts, f.start), np.searchsorted(ends, f.end) + 1
+                    cover[a:b] = np.maximum(cover[a:b], f.gain)
+                if kept:
+                    floor = cover[pd].min()
+            # a partial copy is only the best reading of its text if no other licence, even one that failed the
+            # thresholds, explains that text better (a BSD disclaimer under an MIT grant is not a BSD licence)
+            found[d] = [f for f in found[d] if not f.partial or not any(
+                n.gain > f.gain and _overlap(n, f) > 0.5 * min(n.end - n.start, f.end - f.start) for n in near)]
         return [_best(f) for f in found]
 
-    def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, starts: np.ndarray,
-                 ends: np.ndarray) -> list[FullText]:
-        """Split the matched positions of one template into copies, then score each copy."""
-        need = self.min_recall * self.sizes[t]
+    def _regions(self, t: int, p: np.ndarray, j: np.ndarray, tp: np.ndarray, req: np.ndarray, starts: np.ndarray,
+                 ends: np.ndarray) -> tuple[list[FullText], list[FullText]]:
+        """Split the matched positions of one template into copies, then score each copy: (kept, rejected)."""
+        need = self.need[t]
         if len(p) < need:
-            return []
+            return [], []
         breaks = np.diff(p) > self.max_gap
         # Keys unique in the template give its reading order: where the median template position of the next W
         # such keys falls far behind that of the previous W, another copy starts (a lone outlier does not split).
         ordered = np.flatnonzero(tp >= 0)
         thr = max(30, self.lengths[t] // 4)
         if len(ordered) >= 2 * W and (np.diff(tp[ordered]) < -thr).any():
-            med = np.median(np.lib.stride_tricks.sliding_window_view(tp[ordered], W), axis=1)
+            windows = np.lib.stride_tricks.sliding_window_view(tp[ordered], W)
+            med = np.partition(windows, W // 2, axis=1)[:, W // 2]  # W is odd: the median, without np.median's cost
             i = np.arange(W, len(ordered) - W + 1)
             back = med[i] < med[i - W] - thr
             first = i[back & ~np.concatenate([[False], back[:-1]])]
             breaks[ordered[first] - 1] = True
-        out = []
+        out: list[FullText] = []
+        rejected: list[FullText] = []
         bounds = [0, *(np.flatnonzero(breaks) + 1).tolist(), len(p)]
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             if b - a < need:
@@ -318,29 +379,57 @@ class TemplateIndex:
             u = a + np.flatnonzero(tp[a:b] >= 0)
             delta = tp[u] - p[u]
             if len(u) >= 3 and delta.max() - delta.min() > thr:
-                inl = u[np.abs(delta - np.median(delta)) <= thr]
+                mid = np.partition(delta, len(delta) // 2)[len(delta) // 2]  # a median, cheaper than np.median's
+                inl = u[np.abs(delta - mid) <= thr]
                 if len(inl):
                     a, b = int(inl[0]), int(inl[-1]) + 1
-            recall = len(_distinct(j[a:b])) / self.sizes[t]
-            if recall < self.min_recall:
+            uniq = _distinct(j[a:b][req[a:b]])
+            matched, optional = len(uniq), len(_distinct(j[a:b])) - len(uniq)
+            recall = matched / self.sizes[t]
+            if matched < need:
                 continue
-            ps = p[a:b]
-            covered = int(np.minimum(np.diff(ps), K).sum()) + K
+            ps, tps = p[a:b], tp[a:b]
+            gaps = np.diff(ps)
+            # a gap between two matches whose template positions enclose a <<var>> slot is the slot's filler
+            vb = self.var_before[t]
+            filled = (tps[:-1] >= 0) & (tps[1:] > tps[:-1]) & (gaps > K)
+            filled[filled] = vb[np.minimum(tps[1:][filled] + K, len(vb) - 1)] > vb[tps[:-1][filled]]
+            covered = int(np.where(filled, gaps, np.minimum(gaps, K)).sum()) + K
             precision = covered / (int(ps[-1]) + K - int(ps[0]))
-            if precision < self.min_precision:
-                continue
+            full = recall >= self.min_recall and precision >= self.min_precision
+            partial = recall >= PARTIAL_RECALL and matched >= PARTIAL_MIN and precision >= PARTIAL_PRECISION
             score = 2 * recall * precision / (recall + precision)
-            out.append(FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
-                                round(float(score), 4), float(recall), float(precision)))
-        return out
+            (out if full or partial else rejected).append(
+                FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
+                         round(float(score), 4), float(recall), float(precision), int(self.sizes[t]), optional,
+                         partial and not full))
+        return out, rejected
+
+
+def _optional_spans(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The template without its optional markers, and the code-point spans of its optional parts."""
+    out, spans, last = [], [], 0
+    size = 0
+    for m in OPTIONAL.finditer(text):
+        out.append(text[last:m.start()])
+        size += m.start() - last
+        spans.append((size, size + len(m.group(1))))
+        out.append(m.group(1))
+        size += len(m.group(1))
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out), spans
+
+
+def _overlap(a: FullText, b: FullText) -> int:
+    return min(a.end, b.end) - max(a.start, b.start)
 
 
 def _best(found: list[FullText]) -> list[FullText]:
-    """Overlapping candidates: the best score wins (then the longer template, then the name)."""
+    """Overlapping candidates: the one that explains most of the text wins (then the best score, then the name)."""
     kept: list[FullText] = []
-    for f in sorted(found, key=lambda f: (-f.score, -(f.end - f.start), f.template)):
-        if all(min(f.end, g.end) - max(f.start, g.start) <= 0.5 * min(f.end - f.start, g.end - g.start)
-               for g in kept):
+    for f in sorted(found, key=lambda f: (-round(f.gain, 6), -f.score, f.template)):
+        if all(_overlap(f, g) <= 0.5 * min(f.end - f.start, g.end - g.start) for g in kept):
             kept.append(f)
     return sorted(kept, key=lambda f: f.start)
 
@@ -372,11 +461,11 @@ GNU_TAIL = re.compile(r"[^\n]*(?:\n(?![ \t]*\n)[^\n]*){0,4}")  # the rest of the
 VERSION = re.compile(r"\b(?:version|v\.?)\s*(\d(?:\.\d)?)\b|\bGPL-?v?(\d(?:\.\d)?)\b", re.I)
 LATER = re.compile(r"\bany\s+later\s+version\b|\bor\s+later\b|\bor\s+newer\b|\bor\s+any\s+later\b|\d\+", re.I)
 REFERENCE = re.compile(r"common-licenses|can\s+be\s+found|complete\s+text|full\s+text|copy\s+of\s+the", re.I)
-SHORT = [  # well-known one-line grants: (regex, SPDX expression, literals that must occur)
-    (re.compile(r"\bLicen[cs]ed\s+under\s+the\s+Apache\s+Licen[cs]e,?\s+Version\s+2\.0", re.I), "Apache-2.0",
+SHORT = [  # well-known one-line grants: (regex, SPDX expression with {} for group 1, literals that must occur)
+    (re.compile(r"\bLicen[cs]ed\s+under\s+the\s+Apache\s+Licen[cs]e,?\s+(?:Version\s+)?2\.0\b", re.I), "Apache-2.0",
      ("apache",)),
-    (re.compile(r"\bsubject\s+to\s+the\s+terms\s+of\s+the\s+Mozilla\s+Public\s+Licen[cs]e,?\s+v\.?\s*2\.0", re.I),
-     "MPL-2.0", ("mozilla",)),
+    (re.compile(r"\bsubject\s+to\s+the\s+(?:terms\s+of\s+the\s+)?Mozilla\s+Public\s+Licen[cs]e,?\s+(?:Version|v\.?)\s*"
+                r"(1\.[01]|2\.0)\b", re.I), "MPL-{}", ("mozilla",)),
     (re.compile(r"\bunder\s+the\s+same\s+terms\s+as\s+Perl\s+itself", re.I), "Artistic-1.0-Perl OR GPL-1.0-or-later",
      ("perl",)),
     (re.compile(r"\bLicen[cs]ed\s+under\s+the\s+(?:terms\s+of\s+the\s+)?MIT\s+licen[cs]e", re.I), "MIT",
@@ -393,6 +482,8 @@ SPDX_EXPRESSION = re.compile(r"[A-Za-z0-9.+\-:() ]{1,200}")
 SPDX_GNU = {"": "GPL", "affero": "AGPL", "lesser": "LGPL", "library": "LGPL"}
 GNU_VERSIONS = {"GPL": {"1", "2", "3"}, "LGPL": {"2", "2.1", "3"}, "AGPL": {"1", "3"}, "GFDL": {"1.1", "1.2", "1.3"}}
 SENTENCE_END = re.compile(r"\.(?=\s)|\n[ \t]*\.?[ \t]*\n")
+GNU_FAMILIES = ("GPL-", "LGPL-", "AGPL-", "GFDL-")
+NO_INVARIANTS = re.compile(r"\bno\s+Invariant\s+Sections\b", re.I)
 DEFAULT_GNU_VERSION = {"GPL": "1.0", "LGPL": "2.0", "AGPL": "3.0", "GFDL": "1.1"}  # "any version" starts here
 
 
@@ -456,6 +547,8 @@ def _gnu_notices(text: str, low: str) -> list[tuple[str, int, int]]:
         v = v or DEFAULT_GNU_VERSION[family]
         v = v if "." in v else v + ".0"
         later = bool(LATER.search(tail[:300])) or not versioned
+        if family == "GFDL" and NO_INVARIANTS.search(tail):
+            v += "-no-invariants"
         out.append((f"{family}-{v}-{'or-later' if later else 'only'}", m.start(), m.end() + len(tail.rstrip()),
                     versioned))
     families = {lic.split("-")[0] for lic, _, _, versioned in out if versioned}
@@ -478,7 +571,8 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
     found: list[Finding] = [Finding(f.license, "full_text", f.start, f.end, f.score) for f in full]
     notices = [Finding(lic, "notice", s, e, 0.9) for lic, s, e in _gnu_notices(text, low)]
     for rx, lic, literals in SHORT:
-        notices += [Finding(lic, "notice", m.start(), m.end(), 0.9) for m in _matches(rx, text, low, literals, 80)]
+        notices += [Finding(lic.format(*m.groups()), "notice", m.start(), m.end(), 0.9)
+                    for m in _matches(rx, text, low, literals, 80)]
     notices += [Finding(PUBLIC_DOMAIN, "public_domain", m.start(), m.end(), 0.8)
                 for m in _matches(PUBLIC_DOMAIN_NOTICE, text, low, ("domain",), 60, 20)]
     for m in _matches(CC_NAME, text, low, ("creative", "cc-by", "cc by", "cc0"), 0, 160):
@@ -491,12 +585,13 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
         notices.append(Finding(lic, "cc_name", m.start(), m.end(), 0.9))
     # a notice inside a recognised full text is part of that text (e.g. the GPL's "How to apply" appendix)
     found += [n for n in notices if not any(f.start <= n.start and n.end <= f.end for f in full)]
-    # a full GPL-family text next to a grant "version N or later" is licensed or-later
-    or_later = {f.license.removesuffix("-or-later") for f in found if f.evidence == "notice" and f.license
-                and f.license.endswith("-or-later")}
-    found = [Finding(f.license.removesuffix("-only") + "-or-later", f.evidence, f.start, f.end, f.score)
+    # a full GNU text next to a grant of the same version takes the grant's terms ("or later", no invariants)
+    grants = {f.license.rsplit("-", 1)[0].removesuffix("-or"): f.license for f in found if f.evidence == "notice"
+              and f.license and f.license.startswith(GNU_FAMILIES) and not f.license.endswith("-only")}
+    grants |= {lic.split("-no-invariants")[0]: lic for lic in list(grants.values()) if "-no-invariants" in lic}
+    found = [Finding(grants[f.license.removesuffix("-only")], f.evidence, f.start, f.end, f.score)
              if f.evidence == "full_text" and f.license.endswith("-only")
-             and f.license.removesuffix("-only") in or_later else f for f in found]
+             and f.license.removesuffix("-only") in grants else f for f in found]
     for m in _matches(SPDX_LINE, text, low, ("spdx-license-identifier",), 0, 300):
         raw = m.group(1).strip()[:200]
         norm = normalize_expression(raw) if SPDX_EXPRESSION.fullmatch(raw) else None
@@ -596,7 +691,7 @@ SCHEMA = pa.schema([("doc_id", pa.string()), ("license", pa.string()), ("use_cla
 @register
 class Licenses(Detector):
     name = "licenses"
-    version = "1"
+    version = "2"
     tables = {
         "license_signals": """CREATE TABLE license_signals (
             doc_id VARCHAR NOT NULL,

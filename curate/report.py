@@ -206,7 +206,9 @@ def _optout(page: _Page, con, rules: dict[str, F.RuleInfo]) -> None:
     parts = ["<p>Documents matched by opt-out registry entries and machine-readable reservations, by match kind "
              "and registry version; <i>removed</i> counts those the policy dropped.</p>"]
     if rows:
-        parts.append(_fig(charts.bars([(f"{r['match_kind']} · v{r['registry_version']}", r["removed"]) for r in rows],
+        labels = [f"{r['match_kind']} (reservation)" if r.get("source") == "reservation"
+                  else f"{r['match_kind']} · v{r['registry_version']}" for r in rows]
+        parts.append(_fig(charts.bars([(label, r["removed"]) for label, r in zip(labels, rows, strict=True)],
                                       "Opt-out removals by kind and registry version", charts.ACTION_COLORS["drop"]),
                           "Documents removed, by match kind and registry version"))
     else:

@@ -57,16 +57,39 @@ SPDX = {  # SPDX id in the npm package -> SPDX id we report (current, non-deprec
         "BSD-3-Clause-LBNL", "Sendmail", "BSD-4.3TAHOE", "X11-distribute-modifications-variant", "Apache-1.0",
         "SSLeay-standalone", "MIT-advertising", "MIT-enna", "MIT-feh", "HPND-sell-variant-MIT-disclaimer",
         "BSD-3-Clause-Attribution", "ECL-2.0", "EFL-2.0", "Intel", "LPL-1.02", "dtoa", "Boehm-GC", "bzip2-1.0.5",
-        "MS-RL",
+        "MS-RL", "Artistic-dist", "RSA-MD", "Linux-man-pages-copyleft",
     )},
 }
 # Words naming the licensor inside some texts; real copies put their own name there.
+# SPDX marks them replaceable (<alt> in its XML templates, which the npm package drops).
+BSD_HOLDERS = [("THE COPYRIGHT HOLDERS AND CONTRIBUTORS", "<<var>>"),
+               ("THE COPYRIGHT HOLDER OR CONTRIBUTORS", "<<var>>"), ("the copyright holder", "<<var>>")]
 HOLDERS = {
     "ISC": [("ISC DISCLAIMS", "<<var>> DISCLAIMS"), ("SHALL ISC BE", "SHALL <<var>> BE")],
-    "BSD-4-Clause": [("<copyright holder>", "<<var>>"), ("COPYRIGHT HOLDER", "<<var>>")],
+    "BSD-2-Clause": BSD_HOLDERS, "BSD-3-Clause": BSD_HOLDERS,
+    "BSD-4-Clause": [("<copyright holder>", "<<var>>"), ("COPYRIGHT HOLDER", "<<var>>"),
+                     ("the organization", "<<var>>"), ("the copyright holder", "<<var>>")],
     "X11": [("X CONSORTIUM", "<<var>>"), ("X Consortium", "<<var>>")],
+    "MIT": [("THE AUTHORS OR COPYRIGHT HOLDERS", "<<var>>")],
+    "MIT-CMU": [("THE COPYRIGHT HOLDER", "<<var>>"), ("the copyright holder", "<<var>>")],
 }
+# A first line that only names the licence ("MIT License", "ISC License:"): copies often leave it out.
+TITLE = re.compile(r"\A[ \t]*[^\n.]{0,70}\blicen[cs]e\b[^\n.]{0,30}:?[ \t]*\n", re.I)
 COPYRIGHT_LINE = re.compile(r"(?im)^[ \t#*/]*(?:copyright\b|\(c\)|©).*\n?(?:[ \t]*all rights reserved\.?[ \t]*\n)?")
+
+
+# Parts SPDX's templates mark <<beginOptional>> (copies often leave them out): appendices on how to apply a licence,
+# MIT-CMU's preamble.
+HOW_TO_APPLY = r"(?:Appendix: )?How to Apply These Terms to Your New (?:Programs|Libraries).*"
+OPTIONAL = {
+    "Apache-2.0": r"APPENDIX: How to apply the Apache License to your work\..*",
+    **{k: HOW_TO_APPLY for k in ("GPL-1.0-only", "GPL-2.0-only", "GPL-3.0-only", "LGPL-2.0-only", "LGPL-2.1-only",
+                                  "AGPL-3.0-only")},
+    **{k: r"ADDENDUM: How to use this License for your documents.*"
+       for k in ("GFDL-1.1-only", "GFDL-1.2-only", "GFDL-1.3-only")},
+    "MIT-CMU": r"By obtaining, using, and/or copying this software and/or its associated documentation, you agree "
+               r"that you have read, understood, and will comply with the following terms and conditions:",
+}
 
 
 def template_text(spdx_id: str, text: str) -> str:
@@ -74,7 +97,12 @@ def template_text(spdx_id: str, text: str) -> str:
     for old, new in HOLDERS.get(spdx_id, []):
         text = text.replace(old, new)
     text = re.sub(r"<(?!<)[^<>\n]{1,60}>(?!>)", "<<var>>", text)  # SPDX placeholders such as <year> <owner>
-    return COPYRIGHT_LINE.sub("", text).strip() + "\n"
+    text = TITLE.sub("", COPYRIGHT_LINE.sub("", text).strip()).strip()
+    if spdx_id in OPTIONAL:
+        text, n = re.subn(OPTIONAL[spdx_id], lambda m: f"<<beginOptional>>{m.group()}<<endOptional>>", text,
+                          count=1, flags=re.S)
+        assert n == 1, spdx_id
+    return text + "\n"
 
 
 def main() -> None:
@@ -105,7 +133,7 @@ def main() -> None:
               f"npm spdx-license-list 6.12.0 licenses/{key}.json")
     lines = ["# Licence templates: file, SPDX id, source, sha256 of the template. Written by",
              "# scripts/build_license_templates.py; edit a template by hand only with a note here.",
-             'version = "2026.11.0"', ""]
+             'version = "2026.11.1"', ""]
     for name, spdx_id, source, sha in sorted(entries):
         lines += ["[[template]]", f'file = "{name}"', f'license = "{spdx_id}"', f'source = "{source}"',
                   f'sha256 = "{sha}"', ""]

@@ -100,10 +100,22 @@ action = "{action}"
 ''' for table, rid, desc, when, action in RULES if table in tables)
 
 
+def _real_optouts(ws: Workspace) -> None:
+    """With the real opt-out stage present, register two creators' entries and match them."""
+    if "optout_events" not in ws.tables() or ws.sql("SELECT count(*) FROM optout_events").item():
+        return
+    from curate.optout import registry
+
+    registry.add(ws, "domain", "www.gnu.org", "Free Software Foundation (test)", received_at="2026-11-01")
+    registry.add(ws, "author", "Timo Aaltonen", "Timo Aaltonen (test)", received_at="2026-11-02")
+    ws.run(stages=["optout"])
+
+
 def plant_signals(ws_path: Path) -> Path:
     """Fill every absent signal table, decide with the planted rules, write the manifest; returns the rules file."""
     ws = Workspace(ws_path)
     rules_file = ws_path / "planted.toml"
+    _real_optouts(ws)
     with ws.connect(write=True) as con:
         present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
                                              "WHERE table_schema = 'main'").fetchall()}

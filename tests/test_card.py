@@ -59,7 +59,10 @@ def test_cards_from_a_full_workspace(full_ws, tmp_path):
     biggest = w.sql("""SELECT d.domain FROM documents d JOIN decisions c USING (doc_id) WHERE c.action <> 'drop'
                        GROUP BY 1 ORDER BY sum(strlen(d.text)) DESC LIMIT 1""").item()
     assert f"| {biggest} |" in summary.split("### 2.3")[1].split("### 2.4")[0]
-    assert "| robots-noai | 1 |" in summary and "Shares of the training content by licence use class" in summary
+    reserved = w.sql("SELECT count(DISTINCT doc_id) FROM optout_signals WHERE list_contains(optout_reservations, "
+                     "'robots:noai')").item()
+    assert reserved and f"| robots:noai | - | {reserved} |" in summary
+    assert "Shares of the training content by licence use class" in summary
 
     # Croissant: loads and validates in mlcroissant without errors or warnings, RAI fields filled
     ds, issues = load_croissant(out / "croissant.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,8 +31,11 @@ def scanner() -> Scanner:
     return Scanner()
 
 
-def template(name: str) -> str:
-    return (TEMPLATES / f"{name}.txt").read_text(encoding="utf-8").replace("<<var>>", "Jane Example")
+def template(name: str, optional: bool = True) -> str:
+    """A template as a project would ship it: its holder slots filled, its optional parts kept or left out."""
+    text = (TEMPLATES / f"{name}.txt").read_text(encoding="utf-8").replace("<<var>>", "Jane Example")
+    text = re.sub(r"<<beginOptional>>(.*?)<<endOptional>>", r"\1" if optional else "", text, flags=re.S)
+    return text
 
 
 def rewrap(text: str, width: int, prefix: str = "") -> str:
@@ -228,3 +232,91 @@ def test_empty_batch_has_the_table_schema():
     out = det(pa.record_batch({"doc_id": pa.array([], pa.string()), "text": pa.array([], pa.string())}))
     assert out.num_rows == 0 and out.column_names == ["doc_id", "license", "use_class", "evidence", "start", "end",
                                                      "score"]
+
+
+UC_ADVERTISING = ("3. All advertising materials mentioning features or use of this software must display the following "
+                  "acknowledgement: This product includes software developed by the University of California, "
+                  "Berkeley and its contributors.")
+
+
+def test_bsd_4_clause_uc_against_bsd_4_clause_and_bsd_3_clause(scanner):
+    uc = rewrap(template("BSD-4-Clause-UC").split("\n", 1)[1], 72)  # as copies ship it, without the SPDX title
+    assert full_texts(scanner, uc) == ["BSD-4-Clause-UC"]
+    # the same four clauses for another organisation are the generic BSD-4-Clause
+    netbsd = uc.replace("the University of California, Berkeley", "The NetBSD Foundation, Inc.") \
+        .replace("the University", "The NetBSD Foundation").replace("THE REGENTS", "THE NETBSD FOUNDATION")
+    assert full_texts(scanner, netbsd) == ["BSD-4-Clause"]
+    # the UC text with its advertising clause deleted (as the University allowed in 1999) is BSD-3-Clause
+    rescinded = rewrap(template("BSD-4-Clause-UC").split("\n", 1)[1].replace(UC_ADVERTISING, "3. <deleted>"), 72)
+    assert full_texts(scanner, rescinded) == ["BSD-3-Clause"]
+
+
+@pytest.mark.parametrize("notice, expected", [
+    ("under the terms of the GNU Free Documentation License, Version 1.3 or any later version published by the Free "
+     "Software Foundation; with no Invariant Sections, no Front-Cover Texts, and no Back-Cover Texts.",
+     "GFDL-1.3-no-invariants-or-later"),
+    ("under the terms of the GNU Free Documentation License, Version 1.2 published by the Free Software Foundation; "
+     "with the Invariant Sections being History.", "GFDL-1.2-only"),
+    ("This program is free software; you can redistribute it and/or modify it under the terms of the GNU General "
+     "Public License version 2 as published by the Free Software Foundation.", "GPL-2.0-only"),
+    ("under the terms of the GNU Library General Public License version 2, or (at your option) any later version",
+     "LGPL-2.0-or-later"),
+    ("The contents of this file are subject to the Mozilla Public License Version 1.1 (the \"License\"); you may not "
+     "use this file except in compliance with the License.", "MPL-1.1"),
+    ("Licensed under the Apache License 2.0 (the \"License\"). You may not use this file except in compliance with "
+     "the License.", "Apache-2.0"),
+])
+def test_more_notices(scanner, notice, expected):
+    assert expression(scan(notice, scanner.index)) == expected
+
+
+def test_gpl_2_grant_with_or_later_over_the_full_text_is_or_later(scanner):
+    notice = ("This program is free software; you can redistribute it and/or modify it under the terms of the GNU "
+              "General Public License as published by the Free Software Foundation; either version 2 of the License, "
+              "or (at your option) any later version.\n\n")
+    assert expression(scan(notice + template("GPL-2.0-only", optional=False), scanner.index)) == "GPL-2.0-or-later"
+
+
+def test_a_longer_licence_wins_over_the_shorter_one_it_quotes(scanner):
+    # Sendmail's licence embeds the University of California's BSD text word for word; an older edition of the rest
+    # matches its template less well than the embedded part matches BSD's, yet the document is Sendmail's
+    text = template("Sendmail")
+    part_b = text[text.index("     (b)"):text.index("2. Redistributions")]
+    older = text[text.index("License Terms:"):].replace(part_b, "")
+    assert full_texts(scanner, rewrap(older, 70)) == ["Sendmail"]
+
+
+@pytest.mark.parametrize("name", ["Apache-2.0", "GPL-3.0-only", "MIT-CMU"])
+def test_optional_parts_may_be_left_out(scanner, name):
+    text = template(name, optional=False).replace("THE COPYRIGHT HOLDER", "CARNEGIE MELLON UNIVERSITY")
+    assert full_texts(scanner, rewrap(text, 76)) == [name]
+
+
+def test_a_long_partial_copy_counts_but_a_disclaimer_alone_does_not(scanner):
+    zpl = template("ZPL-2.1")
+    conditions = zpl[zpl.index("Redistribution and use"):zpl.index("Disclaimer")]  # no preamble, no disclaimer
+    assert full_texts(scanner, rewrap(conditions, 72)) == ["ZPL-2.1"]
+    mit = template("MIT")
+    grant = mit[mit.index("Permission is hereby"):mit.index("THE SOFTWARE IS PROVIDED")]
+    bsd = template("BSD-3-Clause")
+    disclaimer = bsd[bsd.index("THIS SOFTWARE IS PROVIDED"):]
+    assert "BSD-3-Clause" not in full_texts(scanner, rewrap(grant + "\n\n" + disclaimer, 72))
+
+
+def test_benchmark_ground_truth_mapping():
+    import importlib.util
+
+    root = Path(__file__).parent.parent
+    spec = importlib.util.spec_from_file_location("bench_licenses", root / "benchmarks" / "licenses.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    debian = {"Expat": "MIT", "GPL-2": "GPL-2.0-only", "GPL-2+": "GPL-2.0-or-later", "LGPL-2.1+": "LGPL-2.1-or-later",
+              "LGPL-2": "LGPL-2.0-only", "BSD-3-clause": "BSD-3-Clause", "Apache-2": "Apache-2.0", "MPL-2": "MPL-2.0",
+              "GFDL-NIV-1.3+": "GFDL-1.3-no-invariants-or-later", "GFDL-1.2+": "GFDL-1.2-or-later",
+              "Artistic": "Artistic-1.0-Perl", "public-domain": None, "Apache": None, "Python": None,
+              "GPL-2+ with Autoconf exception": None, "MIT or GPL-2": None}
+    assert {k: bench.spdx_id(k) for k in debian} == debian
+    # the PSF classifier names no single SPDX id (OSI's Python licence is Python-2.0; matplotlib's is PSF-derived)
+    assert not any("Python Software Foundation" in c for c in bench.CLASSIFIERS)
+    toml = tomllib.loads((root / "benchmarks" / "licenses_contradicted.toml").read_text())
+    assert all(e["kind"] in ("grant", "other-licence", "more-licences") and e["reason"] for e in toml["label"])
