@@ -1,11 +1,13 @@
 """Redaction: replace personal-data spans with `<ENTITY_TYPE>` placeholders.
 
 The manifest and the export both call `redacted_outputs`, so the output hash written in the manifest
-is the hash of exactly the text that export writes.
+is the hash of exactly the text that export writes. The replacing itself is presidio-anonymizer's
+`replace` operator (imported on first use: it is slow to import).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,17 +31,25 @@ def merge(spans: Sequence[Span]) -> list[Span]:
     return out
 
 
+@functools.cache
+def _anonymizer():
+    from presidio_anonymizer import AnonymizerEngine
+
+    return AnonymizerEngine()
+
+
 def redact(text: str, spans: Sequence[Span]) -> str:
-    parts, pos = [], 0
-    for start, end, kind in merge(spans):
-        start, end = max(start, pos), min(end, len(text))
-        if start >= end:
-            continue
-        parts.append(text[pos:start])
-        parts.append(f"<{kind}>")
-        pos = end
-    parts.append(text[pos:])
-    return "".join(parts)
+    """Each merged span replaced by `<TYPE>`; the text between spans is kept exactly (so spans of one
+    type separated by spaces stay two placeholders)."""
+    merged = [(max(0, s), min(e, len(text)), k) for s, e, k in merge(spans)]
+    merged = [m for m in merged if m[0] < m[1]]
+    if not merged:
+        return text
+    from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
+
+    results = [RecognizerResult(kind, start, end, 1.0) for start, end, kind in merged]
+    operators = {kind: OperatorConfig("replace", {"new_value": f"<{kind}>"}) for _, _, kind in merged}
+    return _anonymizer().anonymize(text, results, operators=operators, merge_entities_with_spaces=False).text
 
 
 REDACTIONS_TYPE = 'STRUCT(entity_type VARCHAR, "start" BIGINT, "end" BIGINT)[]'

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("curate")
 
 # Modules whose detectors ship with curate; each registers its classes on import.
-BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.optout", "curate.bias")
+BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.optout", "curate.bias", "curate.pii")
 BATCH_ROWS = 1000
 
 
@@ -46,6 +46,7 @@ class Detector:
     output: ClassVar[str | None] = None  # the table `__call__` rows go to (None: SQL-only stage)
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")  # document columns a batch carries
     after: ClassVar[tuple[str, ...]] = ()  # stages whose signals this one reads
+    lookups: ClassVar[dict[str, str]] = {}  # extra batch column -> "table.column" by doc_id (NULL if absent)
     signals: ClassVar[str | None] = None  # SELECT doc_id, ... feeding the policy's `signals` view
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -238,12 +239,25 @@ def _forget(con: duckdb.DuckDBPyConnection, det: Detector, shard_id: str) -> Non
     con.execute("DELETE FROM stage_runs WHERE stage = ? AND shard_id = ?", [det.name, shard_id])
 
 
+def _lookup_columns(con, det: Detector) -> list[str]:
+    """SQL for a stage's `lookups`: another stage's column by doc_id, or NULL while that table is absent."""
+    present = {(t, c) for t, c in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'").fetchall()}
+    out = []
+    for alias, ref in sorted(det.lookups.items()):
+        table, column = ref.split(".", 1)
+        value = (f'(SELECT any_value(x."{column}") FROM "{table}" x WHERE x.doc_id = d.doc_id)'
+                 if (table, column) in present else "NULL")
+        out.append(f'{value} AS "{alias}"')
+    return out
+
+
 def _process_shard(con, det: Detector, shard_id: str, pool: _Pool, bar) -> tuple[int, int]:
-    cols = ", ".join(f'"{c}"' for c in det.columns)
+    cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
     reader = con.cursor()
     try:
         batches = reader.sql(
-            f'SELECT {cols} FROM documents WHERE shard_id = ? ORDER BY "row"', params=[shard_id]
+            f'SELECT {cols} FROM documents d WHERE shard_id = ? ORDER BY "row"', params=[shard_id]
         ).to_arrow_reader(BATCH_ROWS)
         n = errors = 0
         for batch, result in pool.map(batches):
