@@ -31,6 +31,7 @@ WORD = re.compile(r"\w+")
 M64 = (1 << 64) - 1
 MAX32 = np.uint32(0xFFFFFFFF)
 _P = 0x9E3779B97F4A7C15  # odd multiplier of the per-word polynomial hash
+POWERS_KEPT = 1 << 23  # longest table of powers kept between batches (2 x 64 MB)
 BLOCK = 1 << 17  # shingles per block of the permutation loop (512 KB of uint32: stays in cache)
 
 
@@ -144,7 +145,11 @@ def _fmix32_np(x: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _word_chars() -> np.ndarray:
     """A lookup table over every code point: does `\\w` match it (str.isalnum() or '_')."""
-    return np.fromiter((chr(c).isalnum() or c == 0x5F for c in range(0x110000)), bool, 0x110000)
+    table = np.zeros(0x110000, bool)
+    every = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    for m in WORD.finditer(every):
+        table[m.start():m.end()] = True
+    return table
 
 
 _LOWER_ASCII = np.array([ord(chr(c).lower()) for c in range(128)] + [0] * 128, np.uint8)
@@ -152,14 +157,18 @@ _POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(_P**k, _P**-k) mod 2**64 for k < n at least; cached and grown by doubling."""
-    if len(_POWERS[0]) < n:
-        size = max(n, 2 * len(_POWERS[0]), 1 << 16)
-        for i, base in enumerate((_P, pow(_P, -1, 1 << 64))):
-            p = np.full(size, base, np.uint64)
-            p[0] = 1
-            _POWERS[i] = np.cumprod(p, dtype=np.uint64)
-    return _POWERS[0], _POWERS[1]
+    """(_P**k, _P**-k) mod 2**64 for k < n at least, by doubling; kept for batches of ordinary size."""
+    tables = _POWERS
+    while len(tables[0]) < n:
+        grown = []
+        for p, base in zip(tables, (_P, pow(_P, -1, 1 << 64)), strict=True):
+            if len(p) == 1:
+                p = np.array([1, base], np.uint64)
+            grown.append(np.concatenate([p, p * np.uint64((int(p[-1]) * base) & M64)]))
+        tables = grown
+    if len(tables[0]) <= POWERS_KEPT:
+        _POWERS[:] = tables
+    return tables[0], tables[1]
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
