@@ -64,7 +64,7 @@ class FuzzyDedup(Detector):
             doc_id VARCHAR NOT NULL,
             seq BIGINT NOT NULL,              -- documents.seq: ingest order
             shingles INTEGER NOT NULL,        -- 0 for a document without words: never a candidate
-            signature UINTEGER[] NOT NULL,    -- num_perm MinHash values (minhash.py)
+            signature BLOB NOT NULL,          -- num_perm MinHash values, little-endian uint32 (minhash.py)
             clustered BOOLEAN NOT NULL DEFAULT false  -- its bands and candidate pairs are in
         )""",
         "dedup_bands": """CREATE TABLE dedup_bands (
@@ -141,8 +141,7 @@ class FuzzyDedup(Detector):
             "doc_id": batch.column("doc_id"),
             "seq": batch.column("seq"),
             "shingles": pa.array(counts.astype(np.int32)),
-            "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), self.num_perm).cast(
-                pa.list_(pa.uint32())),
+            "signature": _blobs(sigs),
         })
 
     # -- set work ------------------------------------------------------------------------------
@@ -250,8 +249,11 @@ class FuzzyDedup(Detector):
             rows = con.execute(f"SELECT seq, text FROM {table} WHERE seq IN (SELECT unnest(?))",
                                [sorted(set(seqs.tolist()))]).fetchall()
             hashes, counts = minhash.shingle_hashes([r[1] for r in rows], self.shingling.kind, self.shingling.n)
-            bounds = np.concatenate([[0], np.cumsum(counts)])
-            sets.append({r[0]: np.unique(hashes[bounds[i]:bounds[i + 1]]) for i, r in enumerate(rows)})
+            # one sort for all documents: (document, hash) keys, duplicates dropped
+            keys = np.unique((np.repeat(np.arange(len(rows), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
+            bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(rows) + 1, dtype=np.uint64))
+            values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            sets.append({r[0]: values[bounds[i]:bounds[i + 1]] for i, r in enumerate(rows)})
         out = np.empty(len(a))
         for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
             sx, sy = sets[0][x], sets[1][y]
@@ -427,13 +429,25 @@ class FuzzyDedup(Detector):
             con.execute("DETACH _ref")
 
 
-def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
-    """A list<uint32> column of equal-length signatures as an (n, width) numpy array."""
+def _blobs(sigs: np.ndarray) -> pa.Array:
+    """Each signature row as one little-endian BLOB."""
+    width = sigs.shape[1] * 4
+    offsets = np.arange(len(sigs) + 1, dtype=np.int32) * width
+    data = np.ascontiguousarray(sigs, dtype="<u4").tobytes()
+    return pa.Array.from_buffers(pa.binary(), len(sigs), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """A column of signature BLOBs as an (n, width) uint32 array."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if len(arr) == 0:
         return np.zeros((0, width), np.uint32)
-    values = arr.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(arr), width)
+    arr = arr.cast(pa.large_binary())
+    offsets = np.frombuffer(arr.buffers()[1], np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    if not (np.diff(offsets) == width * 4).all():
+        raise ValueError(f"signatures of another length than {width} permutations in the workspace")
+    values = np.frombuffer(arr.buffers()[2], "<u4", count=len(arr) * width, offset=int(offsets[0]))
+    return values.astype(np.uint32, copy=False).reshape(len(arr), width)
 
 
 @dataclass
