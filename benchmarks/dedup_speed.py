@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -209,7 +210,7 @@ def main() -> None:
     t0 = time.perf_counter()
     shards = build(shards_dir, args.docs, args.seed)
     mb = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
-    text_mb = sum(pa.compute.sum(pa.compute.binary_length(pq.read_table(s, columns=["text"]).column("text"))).as_py()
+    text_mb = sum(pc.sum(pc.binary_length(pq.read_table(s, columns=["text"]).column("text"))).as_py()
                   for s in shards) / 1e6
     print(f"{mb} documents, {text_mb:.0f} MB of text in {len(shards)} shards ({time.perf_counter() - t0:.0f} s to "
           f"build or load); {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -156,7 +156,9 @@ class FuzzyDedup(Detector):
             con.execute("UPDATE dedup_signatures SET clustered = false WHERE clustered")
             con.execute("DELETE FROM dedup_bands")
             con.execute("DELETE FROM dedup_pairs")
-        con.execute("INSERT OR REPLACE INTO dedup_fuzzy_state VALUES ('lsh', ?)", [params])
+        if not stored or stored[0] != params:
+            con.execute("DELETE FROM dedup_fuzzy_state WHERE key = 'lsh'")
+            con.execute("INSERT INTO dedup_fuzzy_state VALUES ('lsh', ?)", [params])
         con.execute("""CREATE OR REPLACE TEMP TABLE _new AS
                        SELECT doc_id, seq, shingles FROM dedup_signatures WHERE NOT clustered""")
         if one(con.execute("SELECT count(*) FROM _new"))[0]:
@@ -250,7 +252,8 @@ class FuzzyDedup(Detector):
                                [sorted(set(seqs.tolist()))]).fetchall()
             hashes, counts = minhash.shingle_hashes([r[1] for r in rows], self.shingling.kind, self.shingling.n)
             # one sort for all documents: (document, hash) keys, duplicates dropped
-            keys = np.unique((np.repeat(np.arange(len(rows), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
+            keys = np.sort((np.repeat(np.arange(len(rows), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
+            keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
             bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(rows) + 1, dtype=np.uint64))
             values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
             sets.append({r[0]: values[bounds[i]:bounds[i + 1]] for i, r in enumerate(rows)})
