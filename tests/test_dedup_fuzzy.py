@@ -279,3 +279,15 @@ def test_dedup_against_a_reference_workspace_leaves_it_untouched(tmp_path, corpu
     proc = subprocess.run([*CURATE, "dedup", str(new.path), "--against", str(ref.path), "--rules", str(other),
                            "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "with other settings" in proc.stderr
+
+
+def test_a_bucket_of_many_copies_gives_linear_candidates(ws, tmp_path, real_texts):
+    """300 copies of one document: one cluster, one keeper, and far fewer than 300^2/2 verified edges."""
+    text = real_texts[0]
+    ingest(ws, tmp_path, "many", {f"copy-{i:03d}": text + ("" if i % 2 else " ") for i in range(300)})
+    ws.run()
+    assert ws.sql("SELECT count(DISTINCT cluster_id), count(*), count(*) FILTER (is_keeper) FROM dedup_fuzzy").row(0) \
+        == (1, 300, 1)
+    assert ws.sql("SELECT keeper FROM dedup_fuzzy LIMIT 1").item() == "copy-000"
+    # the first 50 members pair with each other; each later one with the first and the previous member
+    assert ws.sql("SELECT count(*) FROM dedup_pairs").item() == 50 * 49 // 2 + 2 * 250

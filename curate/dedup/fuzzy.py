@@ -207,9 +207,13 @@ class FuzzyDedup(Detector):
                 SELECT y.seq AS a, x.seq AS b FROM _members x JOIN _members y
                     ON x.band = y.band AND x.bucket = y.bucket AND y.pos < x.pos
                 WHERE x.is_new AND x.pos < $cap AND y.pos < $cap
+                UNION ALL  -- past the cap: the first member and the previous one (two equi-joins, never k^2)
+                SELECT y.seq, x.seq FROM _members x JOIN _members y
+                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos = 0
+                WHERE x.is_new AND x.pos >= $cap
                 UNION ALL
                 SELECT y.seq, x.seq FROM _members x JOIN _members y
-                    ON x.band = y.band AND x.bucket = y.bucket AND (y.pos = 0 OR y.pos = x.pos - 1)
+                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos = x.pos - 1
                 WHERE x.is_new AND x.pos >= $cap)""", {"cap": self.max_bucket})
         con.execute("DROP TABLE _members")
         for t in self._verified(con, "dedup_signatures", "documents"):
