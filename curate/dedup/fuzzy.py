@@ -58,18 +58,18 @@ class _WritersOf:
 class FuzzyDedup(Detector):
     name = "dedup_fuzzy"
     version = "1"
-    schema_version = 1
+    schema_version = 2
     tables: ClassVar[dict[str, str]] = {
         "dedup_signatures": """CREATE TABLE dedup_signatures (
             doc_id VARCHAR NOT NULL,
             seq BIGINT NOT NULL,              -- documents.seq: ingest order
             shingles INTEGER NOT NULL,        -- 0 for a document without words: never a candidate
             signature BLOB NOT NULL,          -- num_perm MinHash values, little-endian uint32 (minhash.py)
+            buckets BIGINT[],                 -- its band buckets as computed with the signature
             clustered BOOLEAN NOT NULL DEFAULT false  -- its bands and candidate pairs are in
         )""",
         "dedup_bands": """CREATE TABLE dedup_bands (
-            doc_id VARCHAR NOT NULL,
-            seq BIGINT NOT NULL,
+            seq BIGINT NOT NULL,              -- documents.seq (dedup_signatures.seq)
             band SMALLINT NOT NULL,
             bucket BIGINT NOT NULL            -- hash of the band's rows of the signature
         )""",
@@ -97,7 +97,7 @@ class FuzzyDedup(Detector):
     output = "dedup_signatures"
     columns = ("doc_id", "seq", "text")
     after = _WritersOf("dedup_exact", "license_signals", "quality")  # type: ignore[assignment]
-    explain_exclude = ("signature", "seq", "clustered")
+    explain_exclude = ("signature", "buckets", "seq", "clustered")
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)
@@ -137,11 +137,14 @@ class FuzzyDedup(Detector):
         texts = batch.column("text").to_pylist()
         hashes, counts = minhash.shingle_hashes(texts, self.shingling.kind, self.shingling.n)
         sigs = minhash.signatures_of_hashes(hashes, counts, self.num_perm, self.seed)
+        buckets = minhash.band_hashes(sigs, self.bands, self.rows)
         return pa.table({
             "doc_id": batch.column("doc_id"),
             "seq": batch.column("seq"),
             "shingles": pa.array(counts.astype(np.int32)),
             "signature": _blobs(sigs),
+            "buckets": pa.FixedSizeListArray.from_arrays(pa.array(buckets.ravel()), self.bands).cast(
+                pa.list_(pa.int64())),
         })
 
     # -- set work ------------------------------------------------------------------------------
@@ -150,42 +153,42 @@ class FuzzyDedup(Detector):
         stored = one(con.execute("SELECT value FROM dedup_fuzzy_state WHERE key = 'lsh'"))
         first_new, last_old = one(con.execute(
             "SELECT min(seq) FILTER (NOT clustered), max(seq) FILTER (clustered) FROM dedup_signatures"))
-        if (stored and stored[0] != params) or (first_new is not None and last_old is not None
-                                                  and first_new <= last_old):
+        full = bool(stored and stored[0] != params) or (first_new is not None and last_old is not None
+                                                         and first_new <= last_old)
+        if full:
             # Other LSH settings, or documents arriving out of ingest order: redo from the signatures.
             con.execute("UPDATE dedup_signatures SET clustered = false WHERE clustered")
             con.execute("DELETE FROM dedup_bands")
             con.execute("DELETE FROM dedup_pairs")
+            first_new = one(con.execute("SELECT min(seq) FROM dedup_signatures"))[0]
         if not stored or stored[0] != params:
             con.execute("DELETE FROM dedup_fuzzy_state WHERE key = 'lsh'")
             con.execute("INSERT INTO dedup_fuzzy_state VALUES ('lsh', ?)", [params])
-        con.execute("""CREATE OR REPLACE TEMP TABLE _new AS
-                       SELECT doc_id, seq, shingles FROM dedup_signatures WHERE NOT clustered""")
-        if one(con.execute("SELECT count(*) FROM _new"))[0]:
-            # Rows of a reprocessed shard: their earlier bands and edges go.
-            con.execute("DELETE FROM dedup_bands WHERE seq IN (SELECT seq FROM _new)")
-            con.execute("""DELETE FROM dedup_pairs WHERE doc_a IN (SELECT doc_id FROM _new)
-                                                   OR doc_b IN (SELECT doc_id FROM _new)""")
-            self._add_bands(con)
-            self._add_pairs(con)
+        if first_new is not None:
+            # New documents are exactly those with seq >= first_new. Rows of a reprocessed last shard
+            # lose their earlier bands and edges (an edge's doc_b is its later document).
+            con.execute("DELETE FROM dedup_bands WHERE seq >= ?", [first_new])
+            con.execute("DELETE FROM dedup_pairs WHERE doc_b IN (SELECT doc_id FROM dedup_signatures WHERE seq >= ?)",
+                        [first_new])
+            self._add_bands(con, first_new, recompute=full)
+            self._add_pairs(con, first_new)
             con.execute("UPDATE dedup_signatures SET clustered = true WHERE NOT clustered")
-        con.execute("DROP TABLE _new")
         self._cluster(con)
 
-    def _add_bands(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Band buckets of the new signatures, computed in numpy a chunk of documents at a time."""
-        bounds = con.execute("""SELECT min(seq), max(seq) FROM (
-                                    SELECT seq, (row_number() OVER (ORDER BY seq) - 1) // ? AS chunk
-                                    FROM _new WHERE shingles > 0) GROUP BY chunk ORDER BY 1""",
-                             [CHUNK]).fetchall()
-        for lo, hi in bounds:
-            t = con.execute("""SELECT doc_id, seq, signature FROM dedup_signatures
-                               WHERE NOT clustered AND shingles > 0 AND seq BETWEEN ? AND ?""",
-                            [lo, hi]).to_arrow_table()
-            sigs = _matrix(t.column("signature"), self.num_perm)
-            buckets = minhash.band_hashes(sigs, self.bands, self.rows)
+    def _add_bands(self, con: duckdb.DuckDBPyConnection, first_new: int, recompute: bool) -> None:
+        """Band buckets of the new documents: as the workers computed them, or (other LSH settings than
+        when they were computed) from the stored signatures in numpy, a chunk of documents at a time."""
+        if not recompute:
+            con.execute("""INSERT INTO dedup_bands
+                SELECT seq, generate_subscripts(buckets, 1) - 1, unnest(buckets) FROM dedup_signatures
+                WHERE seq >= ? AND shingles > 0""", [first_new])
+            return
+        last = one(con.execute("SELECT max(seq) FROM dedup_signatures"))[0]
+        for lo in range(first_new, last + 1, CHUNK):
+            t = con.execute("""SELECT seq, signature FROM dedup_signatures
+                               WHERE shingles > 0 AND seq >= ? AND seq < ?""", [lo, lo + CHUNK]).to_arrow_table()
+            buckets = minhash.band_hashes(_matrix(t.column("signature"), self.num_perm), self.bands, self.rows)
             rows = pa.table({
-                "doc_id": t.column("doc_id").take(pa.array(np.repeat(np.arange(len(t)), self.bands))),
                 "seq": np.repeat(t.column("seq").to_numpy(), self.bands),
                 "band": np.tile(np.arange(self.bands, dtype=np.int16), len(t)),
                 "bucket": buckets.ravel(),
@@ -194,14 +197,15 @@ class FuzzyDedup(Detector):
             con.execute("INSERT INTO dedup_bands SELECT * FROM _rows")
             con.unregister("_rows")
 
-    def _add_pairs(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _add_pairs(self, con: duckdb.DuckDBPyConnection, first_new: int) -> None:
         """Candidate pairs involving a new document, verified on the full signatures."""
         con.execute("""CREATE OR REPLACE TEMP TABLE _members AS
-            SELECT b.band, b.bucket, b.seq, b.seq IN (SELECT seq FROM _new) AS is_new,
-                   row_number() OVER (PARTITION BY b.band, b.bucket ORDER BY b.seq) - 1 AS pos
-            FROM dedup_bands b SEMI JOIN (SELECT DISTINCT band, bucket FROM dedup_bands
-                                         WHERE seq IN (SELECT seq FROM _new)) n USING (band, bucket)
-            QUALIFY count(*) OVER (PARTITION BY b.band, b.bucket) > 1""")
+            WITH touched AS (SELECT DISTINCT band, bucket FROM dedup_bands WHERE seq >= $first),
+                 m AS (SELECT b.band, b.bucket, b.seq FROM dedup_bands b SEMI JOIN touched USING (band, bucket)),
+                 shared AS (SELECT band, bucket FROM m GROUP BY ALL HAVING count(*) > 1)
+            SELECT m.band, m.bucket, m.seq, m.seq >= $first AS is_new,
+                   row_number() OVER (PARTITION BY m.band, m.bucket ORDER BY m.seq) - 1 AS pos
+            FROM m SEMI JOIN shared USING (band, bucket)""", {"first": first_new})
         con.execute("""CREATE OR REPLACE TEMP TABLE _cand AS
             SELECT DISTINCT a, b FROM (
                 SELECT y.seq AS a, x.seq AS b FROM _members x JOIN _members y
@@ -252,7 +256,7 @@ class FuzzyDedup(Detector):
         """Exact Jaccard of the shingle sets (32-bit shingle hashes) of pairs of documents by seq."""
         sets: list[dict[int, np.ndarray]] = []
         for table, seqs in (("documents", a), (ref_docs, b)):
-            rows = con.execute(f"SELECT seq, text FROM {table} WHERE seq IN (SELECT unnest(?))",
+            rows = con.execute(f"SELECT seq, text FROM {table} WHERE seq = ANY(?)",
                                [sorted(set(seqs.tolist()))]).fetchall()
             hashes, counts = minhash.shingle_hashes([r[1] for r in rows], self.shingling.kind, self.shingling.n)
             # one sort for all documents: (document, hash) keys, duplicates dropped
@@ -358,13 +362,13 @@ class FuzzyDedup(Detector):
 
     @staticmethod
     def explain_extra(con: duckdb.DuckDBPyConnection, doc_id: str) -> dict[str, Any]:
-        """The document's cluster, its keeper and the edge that joined it; bands as a count. (Called after
-        this stage's tables are listed: these entries replace the raw rows of the same name.)"""
+        """The document's cluster, its keeper and the edge that joined it, and how many of its band buckets
+        it shares. (Called after this stage's tables are listed: entries replace rows of the same name.)"""
         out: dict[str, Any] = {}
         bands = one(con.execute("""SELECT count(*), count(*) FILTER (shared) FROM (
                 SELECT EXISTS (SELECT 1 FROM dedup_bands o WHERE o.band = b.band AND o.bucket = b.bucket
-                               AND o.doc_id <> b.doc_id) AS shared
-                FROM dedup_bands b WHERE b.doc_id = ?)""", [doc_id]))
+                               AND o.seq <> b.seq) AS shared
+                FROM dedup_bands b JOIN documents d ON d.seq = b.seq WHERE d.doc_id = ?)""", [doc_id]))
         if bands and bands[0]:
             out["dedup_bands"] = [{"bands": bands[0], "buckets shared with other documents": bands[1]}]
         row = one(con.execute("SELECT cluster_id, cluster_size, keeper, is_keeper FROM dedup_fuzzy WHERE doc_id = ?",
