@@ -3,8 +3,8 @@ datasketch pipeline (per document: shingles, MinHash.update_batch, MinHashLSH qu
 on the same documents, shingles (word 5-grams, curate.dedup.minhash.shingles) and permutations (128,
 seed 1, datasketch's affine32 scheme), in one run.
 
-Documents of ~3 KB of real text (dedup_corpus.py: man pages, /usr/share/doc, data/samples), cut at
-paragraphs; 10% are edited copies of an earlier document (words replaced or deleted, lines appended)
+Documents of ~3 KB of real text (dedup_corpus.py: man pages, /usr/share/doc, data/samples; each paragraph
+used once), cut at paragraphs; 10% are edited copies of an earlier document (words replaced or deleted, lines appended)
 and 3% exact copies. Past the real text available (~85k documents), documents are random mixtures of
 real paragraphs. Each side runs in its own process; peak RSS is sampled over the process and its
 children (curate's worker pool included). Ingest is timed separately (it is not dedup work).
@@ -40,7 +40,9 @@ DOC_CHARS = 3000
 
 
 def paragraphs() -> list[str]:
-    out = []
+    """Real paragraphs, each once (licence texts repeat in hundreds of copyright files: only planted
+    copies should be duplicates)."""
+    out, seen = [], set()
     for _, text in corpus.source_documents():
         for p in re.split(r"\n\s*\n", text):
             p = p.strip("\n")
@@ -49,7 +51,9 @@ def paragraphs() -> list[str]:
                 cut = cut if cut > 0 else DOC_CHARS
                 out.append(p[:cut])
                 p = p[cut:].lstrip("\n")
-            if p.strip():
+            key = hash(" ".join(p.split()).casefold())
+            if p.strip() and key not in seen:
+                seen.add(key)
                 out.append(p)
     return out
 
@@ -89,7 +93,7 @@ def documents(n: int, seed: int):
 def build(out: Path, n: int, seed: int) -> list[Path]:
     """Parquet shards of SHARD_DOCS documents in `out` (reused when built with the same n and seed)."""
     stamp = out / "built.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == {"docs": n, "seed": seed}:
+    if stamp.exists() and json.loads(stamp.read_text()) == {"docs": n, "seed": seed, "version": 2}:
         return sorted(out.glob("shard-*.parquet"))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -102,7 +106,7 @@ def build(out: Path, n: int, seed: int) -> list[Path]:
             ids, texts = [], []
     if ids:
         shards.append(_write(out, len(shards), ids, texts))
-    stamp.write_text(json.dumps({"docs": n, "seed": seed}))
+    stamp.write_text(json.dumps({"docs": n, "seed": seed, "version": 2}))
     return shards
 
 
