@@ -58,14 +58,15 @@ class _WritersOf:
 class FuzzyDedup(Detector):
     name = "dedup_fuzzy"
     version = "1"
-    schema_version = 2
+    schema_version = 3
     tables: ClassVar[dict[str, str]] = {
         "dedup_signatures": """CREATE TABLE dedup_signatures (
             doc_id VARCHAR NOT NULL,
             seq BIGINT NOT NULL,              -- documents.seq: ingest order
             shingles INTEGER NOT NULL,        -- 0 for a document without words: never a candidate
             signature BLOB NOT NULL,          -- num_perm MinHash values, little-endian uint32 (minhash.py)
-            buckets BIGINT[],                 -- its band buckets as computed with the signature
+            buckets BIGINT[],                 -- its band buckets, computed with the signature ...
+            banding VARCHAR,                  -- ... for this many bands x rows
             clustered BOOLEAN NOT NULL DEFAULT false  -- its bands and candidate pairs are in
         )""",
         "dedup_bands": """CREATE TABLE dedup_bands (
@@ -97,7 +98,7 @@ class FuzzyDedup(Detector):
     output = "dedup_signatures"
     columns = ("doc_id", "seq", "text")
     after = _WritersOf("dedup_exact", "license_signals", "quality")  # type: ignore[assignment]
-    explain_exclude = ("signature", "buckets", "seq", "clustered")
+    explain_exclude = ("signature", "buckets", "banding", "seq", "clustered")
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)
@@ -145,6 +146,7 @@ class FuzzyDedup(Detector):
             "signature": _blobs(sigs),
             "buckets": pa.FixedSizeListArray.from_arrays(pa.array(buckets.ravel()), self.bands).cast(
                 pa.list_(pa.int64())),
+            "banding": pa.array([f"{self.bands}x{self.rows}"] * len(sigs), pa.string()),
         })
 
     # -- set work ------------------------------------------------------------------------------
@@ -178,7 +180,9 @@ class FuzzyDedup(Detector):
     def _add_bands(self, con: duckdb.DuckDBPyConnection, first_new: int, recompute: bool) -> None:
         """Band buckets of the new documents: as the workers computed them, or (other LSH settings than
         when they were computed) from the stored signatures in numpy, a chunk of documents at a time."""
-        if not recompute:
+        stale = one(con.execute("""SELECT count(*) FROM dedup_signatures WHERE seq >= ? AND shingles > 0
+                                     AND banding IS DISTINCT FROM ?""", [first_new, f"{self.bands}x{self.rows}"]))
+        if not recompute and not stale[0]:
             con.execute("""INSERT INTO dedup_bands
                 SELECT seq, generate_subscripts(buckets, 1) - 1, unnest(buckets) FROM dedup_signatures
                 WHERE seq >= ? AND shingles > 0""", [first_new])
