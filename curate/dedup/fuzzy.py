@@ -169,9 +169,10 @@ class FuzzyDedup(Detector):
         if first_new is not None:
             # New documents are exactly those with seq >= first_new. Rows of a reprocessed last shard
             # lose their earlier bands and edges (an edge's doc_b is its later document).
-            con.execute("DELETE FROM dedup_bands WHERE seq >= ?", [first_new])
-            con.execute("DELETE FROM dedup_pairs WHERE doc_b IN (SELECT doc_id FROM dedup_signatures WHERE seq >= ?)",
-                        [first_new])
+            if one(con.execute("SELECT count(*) FROM dedup_bands WHERE seq >= ?", [first_new]))[0]:
+                con.execute("DELETE FROM dedup_bands WHERE seq >= ?", [first_new])
+                con.execute("DELETE FROM dedup_pairs WHERE doc_b IN "
+                            "(SELECT doc_id FROM dedup_signatures WHERE seq >= ?)", [first_new])
             self._add_bands(con, first_new, recompute=full)
             self._add_pairs(con, first_new)
             con.execute("UPDATE dedup_signatures SET clustered = true WHERE NOT clustered")
@@ -204,12 +205,11 @@ class FuzzyDedup(Detector):
     def _add_pairs(self, con: duckdb.DuckDBPyConnection, first_new: int) -> None:
         """Candidate pairs involving a new document, verified on the full signatures."""
         con.execute("""CREATE OR REPLACE TEMP TABLE _members AS
-            WITH touched AS (SELECT DISTINCT band, bucket FROM dedup_bands WHERE seq >= $first),
-                 m AS (SELECT b.band, b.bucket, b.seq FROM dedup_bands b SEMI JOIN touched USING (band, bucket)),
-                 shared AS (SELECT band, bucket FROM m GROUP BY ALL HAVING count(*) > 1)
-            SELECT m.band, m.bucket, m.seq, m.seq >= $first AS is_new,
-                   row_number() OVER (PARTITION BY m.band, m.bucket ORDER BY m.seq) - 1 AS pos
-            FROM m SEMI JOIN shared USING (band, bucket)""", {"first": first_new})
+            WITH shared AS (SELECT band, bucket FROM dedup_bands GROUP BY band, bucket
+                            HAVING count(*) > 1 AND max(seq) >= $first)
+            SELECT b.band, b.bucket, b.seq, b.seq >= $first AS is_new,
+                   row_number() OVER (PARTITION BY b.band, b.bucket ORDER BY b.seq) - 1 AS pos
+            FROM dedup_bands b SEMI JOIN shared USING (band, bucket)""", {"first": first_new})
         con.execute("""CREATE OR REPLACE TEMP TABLE _cand AS
             SELECT DISTINCT a, b FROM (
                 SELECT y.seq AS a, x.seq AS b FROM _members x JOIN _members y
