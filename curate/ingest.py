@@ -167,9 +167,9 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
     name = os.path.basename(path)
     try:
         # Temp tables live outside the transaction, so a failed fast read does not abort it.
-        whole_file_error = _fill_source(con, path, kind, compression, fields, max_doc_bytes)
+        whole_file_error = _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes)
         con.execute("BEGIN")
-        report = _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_error)
+        report = _commit_rows(con, uri, shard_id, fields, whole_file_error)
         fmt = kind + (f"+{compression}" if compression else "")
         con.execute(
             "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
@@ -184,8 +184,7 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
         _rollback(con)
         raise
     finally:
-        for t in ("_src", "_lines", "_stage"):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+        _drop_temp(con)
     return report
 
 
@@ -196,16 +195,28 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass  # no transaction was open
 
 
-# -- reading: every path produces the temp table _src(row, id, text, url, meta, raw, pre_error) ----
-# id/text/url/meta are JSON values (NULL when absent); pre_error is set when the row was unreadable.
+def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP VIEW IF EXISTS _src")
+    for t in ("_lines", "_stage", "_check"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
-def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | None:
-    """Fill _src; returns an error when not a single row could be read from the file."""
+# -- reading ---------------------------------------------------------------------------------------
+# Every reader defines the temp view _src in one shape: "row", then for each of id/text/url its value
+# (VARCHAR) and its JSON type (<role>_type: NULL when absent), meta (JSON) and meta_type, raw (the row
+# as read, or NULL) and pre_error (why the row could not even be parsed). _stage materialises it once,
+# validated by `_field_error`, so the validation rules exist in one place.
+ROLES = ("id", "text", "url")
+
+
+def _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes) -> str | None:
+    """Fill _stage; returns an error when not a single row could be read from the file."""
     try:
-        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
-        bad = con.execute(f"SELECT count(*) FROM _src WHERE {_field_error(fields, max_doc_bytes)} IS NOT NULL")
-        if bad.fetchall()[0][0] == 0:
+        _fast_source(con, path, kind, fields, with_raw=False)
+        _build_stage(con, name, fields, max_doc_bytes)
+        if kind == "jsonl":
+            _recheck(con, path, fields, max_doc_bytes)
+        if one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0] == 0:
             return None
     except duckdb.Error as e:
         if not os.path.exists(path):
@@ -213,26 +224,70 @@ def _fill_source(con, path, kind, compression, fields, max_doc_bytes) -> str | N
         if kind == "parquet":
             return f"cannot read Parquet file: {_first_line(e)}"
     # Some rows are bad: re-read keeping each raw row for quarantine.
-    con.execute("DROP TABLE IF EXISTS _src")
+    _drop_temp(con)
     if kind == "parquet":
-        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
+        _fast_source(con, path, kind, fields, with_raw=True)
     else:
         rows = _jsonl_rows(path, compression, max_doc_bytes) if kind == "jsonl" else _csv_rows(
             path, compression, fields, max_doc_bytes)
         _load_lines(con, rows)
-        con.execute(f"""CREATE TEMP TABLE _src AS
-            SELECT "row", {", ".join(f"j->{_path(f)} AS {k}" for k, f in _roles(fields))},
-                   left(line, {RAW_CAP}) AS raw,
+        con.execute(f"""CREATE TEMP VIEW _src AS
+            SELECT "row", {_from_object("j", fields)}, left(line, {RAW_CAP}) AS raw,
                    CASE WHEN pre_error IS NOT NULL THEN pre_error
                         WHEN j IS NULL THEN 'malformed JSON'
-                        WHEN json_type(j) <> 'OBJECT' THEN 'expected a JSON object, found ' || {_kind('j')}
+                        WHEN json_type(j) <> 'OBJECT' THEN 'expected a JSON object, found ' || {_kind("json_type(j)")}
                    END AS pre_error
             FROM (SELECT *, CASE WHEN pre_error IS NULL AND json_valid(line) THEN line::JSON END AS j FROM _lines)""")
+    _build_stage(con, name, fields, max_doc_bytes)
     return None
 
 
-def _roles(fields: Fields) -> list[tuple[str, str]]:
-    return [("id", fields.id), ("text", fields.text), ("url", fields.url), ("meta", fields.meta)]
+def _from_object(j: str, fields: Fields) -> str:
+    """SQL: the _src columns taken from a JSON object column `j`."""
+    cols = [f"{j}->>{_path(getattr(fields, r))} AS {r}, json_type({j}, {_path(getattr(fields, r))}) AS {r}_type"
+            for r in ROLES]
+    cols.append(f"{j}->{_path(fields.meta)} AS meta, json_type({j}, {_path(fields.meta)}) AS meta_type")
+    return ", ".join(cols)
+
+
+def _build_stage(con, name: str, fields: Fields, max_doc_bytes: int) -> None:
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT "row", raw, error,
+               CASE WHEN id IS NULL THEN {_lit(name)} || ':' || "row" ELSE id END AS doc_id,
+               CASE WHEN error IS NULL THEN text END AS text,
+               CASE WHEN error IS NULL THEN nullif(url, '') END AS url,
+               CASE WHEN error IS NULL AND meta_type = 'OBJECT' THEN meta END AS meta
+        FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
+
+
+def _recheck(con, path: str, fields: Fields, max_doc_bytes: int) -> None:
+    """DuckDB turns a JSON number, boolean, array or object into text when asked for VARCHAR. Rows whose
+    values could have been such, and rows already in error, are re-read as JSON objects: the wrongly typed
+    ones get their error, and every bad row its raw text."""
+    number, non_integer = r"-?\d+(\.\d+)?([eE][+-]?\d+)?", r"-?\d+(\.\d*)?[.eE][-+\d]*"
+
+    def coerced(col: str, scalar: str) -> str:  # how DuckDB's VARCHAR cast of a non-string JSON value looks
+        return (f"regexp_full_match({col}, '{scalar}|true|false') OR "
+                f"((starts_with({col}, '[') OR starts_with({col}, '{{')) AND json_valid({col}))")
+
+    # integer ids are valid, so only a non-integer number makes an id suspect
+    suspects = f"({coerced('text', number)}) OR ({coerced('url', number)}) OR ({coerced('doc_id', non_integer)})"
+    rows = con.execute(f'SELECT "row" FROM _stage WHERE error IS NOT NULL OR {suspects}').fetchall()
+    if not rows:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE _suspects AS SELECT unnest(?::BIGINT[]) AS \"row\"",
+                [[r[0] for r in rows]])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _check AS
+        SELECT "row", {_from_object("j", fields)}, left(j::VARCHAR, {RAW_CAP}) AS raw, NULL::VARCHAR AS pre_error
+        FROM (SELECT ordinality - 1 AS "row", json AS j
+              FROM read_json_objects({_lit(path)}, format = 'newline_delimited',
+                                     maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY)
+        WHERE "row" IN (SELECT "row" FROM _suspects)""")
+    con.execute(f"""UPDATE _stage SET error = c.error, raw = c.raw, text = NULL
+        FROM (SELECT "row", raw, {_field_error(fields, max_doc_bytes)} AS error FROM _check) c
+        WHERE _stage."row" = c."row" AND c.error IS NOT NULL""")
+    con.execute("DROP TABLE _suspects")
+    con.execute("DROP TABLE _check")
 
 
 def _path(name: str) -> str:
@@ -243,94 +298,115 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
-    roles = _roles(fields)
+def _fast_source(con, path, kind, fields, with_raw) -> None:
+    """_src straight from DuckDB's readers (values typed VARCHAR; see _recheck for JSONL)."""
+    roles = [(r, getattr(fields, r)) for r in ROLES]
+    src = _lit(path)
     if kind == "jsonl":
-        columns = "{" + ", ".join(f"{_lit(f)}: 'JSON'" for _, f in roles) + "}"
-        scan = (f"read_json(?, format='newline_delimited', columns={columns}, "
-                f"maximum_object_size={max_doc_bytes + 65536}) WITH ORDINALITY AS s")
-        select = ", ".join(f's."{f}" AS {k}' for k, f in roles)
-        con.execute(f"""CREATE TEMP TABLE _src AS SELECT ordinality - 1 AS "row", {select},
-                        NULL::VARCHAR AS raw, NULL::VARCHAR AS pre_error FROM {scan}""", [path])
+        columns = "{" + ", ".join(f"{_lit(f)}: 'VARCHAR'" for _, f in roles) + f", {_lit(fields.meta)}: 'JSON'}}"
+        select = ", ".join(f's."{f}" AS {r}, CASE WHEN s."{f}" IS NOT NULL THEN \'VARCHAR\' END AS {r}_type'
+                           for r, f in roles)
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW _src AS
+            SELECT ordinality - 1 AS "row", {select},
+                   s."{fields.meta}" AS meta, json_type(s."{fields.meta}") AS meta_type,
+                   NULL::VARCHAR AS raw, NULL::VARCHAR AS pre_error
+            FROM read_json({src}, format = 'newline_delimited', columns = {columns},
+                           maximum_object_size = {MAX_DOC_BYTES + 65536}) WITH ORDINALITY AS s""")
         return
     if kind == "csv":
-        scan = (f"read_csv(?, header=true, all_varchar=true, strict_mode=true, "
-                f"max_line_size={max_doc_bytes + 65536}) WITH ORDINALITY AS s")
+        scan = (f"read_csv({src}, header = true, all_varchar = true, strict_mode = true, "
+                f"max_line_size = {MAX_DOC_BYTES + 65536}) WITH ORDINALITY AS s")
+        row = "ordinality - 1"
     else:
-        scan = "read_parquet(?, file_row_number=true) AS s"
-    desc = con.execute(f"DESCRIBE SELECT * FROM {scan}", [path]).fetchall()
-    types = {name: typ for name, typ, *_ in desc}
-    row = 'ordinality - 1' if kind == "csv" else 'file_row_number'
+        scan, row = f"read_parquet({src}, file_row_number = true) AS s", "file_row_number"
+    types = {n: t for n, t, *_ in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
     cols, errors = [], []
-    for role, f in roles:
+    for r, f in roles:
         if f not in types:
-            cols.append(f"NULL::JSON AS {role}")
-        elif role == "meta" and types[f] == "VARCHAR":
-            # meta as a JSON string (CSV, most Parquet writers)
-            cols.append(f"""CASE WHEN nullif(s."{f}", '') IS NOT NULL AND json_valid(s."{f}")
-                                 THEN s."{f}"::JSON END AS meta""")
-            errors.append(f"""CASE WHEN nullif(s."{f}", '') IS NOT NULL AND NOT json_valid(s."{f}")
-                                   THEN 'field "{f}" is not valid JSON' END""")
-        elif kind == "csv":
-            cols.append(f"to_json(nullif(s.\"{f}\", '')) AS {role}")
+            cols.append(f"NULL::VARCHAR AS {r}, NULL::VARCHAR AS {r}_type")
         else:
-            cols.append(f's."{f}"::JSON AS {role}' if types[f] == "JSON" else f'to_json(s."{f}") AS {role}')
+            value = f"nullif(s.\"{f}\", '')" if kind == "csv" else f's."{f}"::VARCHAR'
+            jtype = _json_type_of(types[f])
+            cols.append(f"{value} AS {r}, CASE WHEN s.\"{f}\" IS NOT NULL THEN '{jtype}' END AS {r}_type")
+    m = fields.meta
+    if m not in types:
+        cols.append("NULL::JSON AS meta, NULL::VARCHAR AS meta_type")
+    elif types[m] == "VARCHAR":  # metadata as a JSON string (CSV, most Parquet writers)
+        present = f"nullif(s.\"{m}\", '') IS NOT NULL"
+        cols.append(f"CASE WHEN {present} AND json_valid(s.\"{m}\") THEN s.\"{m}\"::JSON END AS meta, "
+                    f"CASE WHEN {present} AND json_valid(s.\"{m}\") THEN json_type(s.\"{m}\"::JSON) END AS meta_type")
+        errors.append(f"CASE WHEN {present} AND NOT json_valid(s.\"{m}\") THEN 'field \"{m}\" is not valid JSON' END")
+    else:
+        cols.append(f"to_json(s.\"{m}\") AS meta, json_type(to_json(s.\"{m}\")) AS meta_type")
     pre_error = f"coalesce({', '.join(errors)})" if errors else "NULL::VARCHAR"
     original = ", ".join(f'{_lit(c)}, s."{c}"' for c in types if c != "file_row_number")
     raw = f"left(json_object({original})::VARCHAR, {RAW_CAP})" if with_raw else "NULL::VARCHAR"
-    con.execute(f"""CREATE TEMP TABLE _src AS SELECT {row} AS "row", {", ".join(cols)},
-                    {raw} AS raw, {pre_error} AS pre_error FROM {scan}""", [path])
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW _src AS SELECT {row} AS "row", {", ".join(cols)},
+                    {raw} AS raw, {pre_error} AS pre_error FROM {scan}""")
 
 
-def _kind(col: str) -> str:
-    """SQL: a JSON value's type in words, for error messages."""
-    return (f"CASE WHEN json_type({col}) IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE') THEN 'a number' "
-            f"WHEN json_type({col}) = 'VARCHAR' THEN 'a string' WHEN json_type({col}) = 'BOOLEAN' THEN 'a boolean' "
-            f"WHEN json_type({col}) = 'ARRAY' THEN 'an array' ELSE 'an object' END")
+def _json_type_of(duckdb_type: str) -> str:
+    """The JSON type a typed (Parquet) column's values would have, for the shared validation."""
+    t = duckdb_type.upper()
+    if t in ("VARCHAR", "BLOB") or t.startswith("VARCHAR"):
+        return "VARCHAR"
+    if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
+        return "BIGINT"
+    if t == "BOOLEAN":
+        return "BOOLEAN"
+    if t.endswith("]") or t.startswith("LIST"):
+        return "ARRAY"
+    if t.startswith(("STRUCT", "MAP", "JSON")):
+        return "OBJECT"
+    return "DOUBLE"
+
+
+def _kind(json_type: str) -> str:
+    """SQL: a JSON type name in words, for error messages."""
+    return (f"CASE WHEN {json_type} IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE') THEN 'a number' "
+            f"WHEN {json_type} = 'VARCHAR' THEN 'a string' WHEN {json_type} = 'BOOLEAN' THEN 'a boolean' "
+            f"WHEN {json_type} = 'ARRAY' THEN 'an array' ELSE 'an object' END")
 
 
 def _field_error(fields: Fields, max_doc_bytes: int) -> str:
-    """SQL: why a row of _src cannot become a document (NULL when it can)."""
+    """SQL over _src: why a row cannot become a document (NULL when it can)."""
     t, i, u, m = fields.text, fields.id, fields.url, fields.meta
     return f"""coalesce(pre_error, CASE
-        WHEN text IS NULL OR json_type(text) = 'NULL' THEN 'no "{t}" field (or it is null)'
-        WHEN json_type(text) <> 'VARCHAR' THEN 'field "{t}" is ' || {_kind('text')} || ', not a string'
-        WHEN id IS NOT NULL AND json_type(id) NOT IN ('NULL', 'VARCHAR', 'BIGINT', 'UBIGINT')
-             THEN 'field "{i}" is ' || {_kind('id')} || ', not a string or integer'
-        WHEN json_type(id) = 'VARCHAR' AND (id->>'$') = '' THEN 'field "{i}" is empty'
-        WHEN url IS NOT NULL AND json_type(url) NOT IN ('NULL', 'VARCHAR')
-             THEN 'field "{u}" is ' || {_kind('url')} || ', not a string'
-        WHEN meta IS NOT NULL AND json_type(meta) NOT IN ('NULL', 'OBJECT')
-             THEN 'field "{m}" is ' || {_kind('meta')} || ', not an object'
-        WHEN strlen(text->>'$') > {max_doc_bytes}
-             THEN 'document of ' || strlen(text->>'$') || ' bytes exceeds the limit of {max_doc_bytes} bytes'
+        WHEN text_type IS NULL OR text_type = 'NULL' THEN 'no "{t}" field (or it is null)'
+        WHEN text_type <> 'VARCHAR' THEN 'field "{t}" is ' || {_kind('text_type')} || ', not a string'
+        WHEN id_type NOT IN ('NULL', 'VARCHAR', 'BIGINT', 'UBIGINT')
+             THEN 'field "{i}" is ' || {_kind('id_type')} || ', not a string or integer'
+        WHEN id_type = 'VARCHAR' AND id = '' THEN 'field "{i}" is empty'
+        WHEN url_type NOT IN ('NULL', 'VARCHAR') THEN 'field "{u}" is ' || {_kind('url_type')} || ', not a string'
+        WHEN meta_type NOT IN ('NULL', 'OBJECT') THEN 'field "{m}" is ' || {_kind('meta_type')} || ', not an object'
+        WHEN strlen(text) > {max_doc_bytes}
+             THEN 'document of ' || strlen(text) || ' bytes exceeds the limit of {max_doc_bytes} bytes'
     END)"""
 
 
-def _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_error) -> ShardReport:
-    """Move the good rows of _src into documents and the rest into quarantine."""
+def _commit_rows(con, uri, shard_id, fields, whole_file_error) -> ShardReport:
+    """Move the good rows of _stage into documents and the rest into quarantine."""
     if whole_file_error:
         con.execute("INSERT INTO quarantine VALUES (?, ?, NULL, NULL, ?)", [shard_id, uri, whole_file_error])
         return ShardReport(uri, "failed", shard_id, rows=0, quarantined=1, error=whole_file_error)
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
-        SELECT "row", raw, error,
-               CASE WHEN id IS NULL OR json_type(id) = 'NULL' THEN {_lit(name)} || ':' || "row"
-                    ELSE id->>'$' END AS doc_id,
-               CASE WHEN error IS NULL THEN text->>'$' END AS text,
-               CASE WHEN error IS NULL AND json_type(url) = 'VARCHAR' THEN nullif(url->>'$', '') END AS url,
-               CASE WHEN error IS NULL AND json_type(meta) = 'OBJECT' THEN meta END AS meta
-        FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
     # An id may appear once: later rows of this shard, and rows whose id is already in, are quarantined.
-    con.execute("""UPDATE _stage SET error = 'duplicate id (first seen at row ' || f.first_row || ' of this shard)'
-        FROM (SELECT doc_id, min("row") AS first_row FROM _stage WHERE error IS NULL
-              GROUP BY doc_id HAVING count(*) > 1) f
-        WHERE _stage.doc_id = f.doc_id AND _stage."row" > f.first_row AND _stage.error IS NULL""")
-    con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
-        FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
+    dups = con.execute("""SELECT doc_id, min("row") FROM _stage WHERE error IS NULL
+                          GROUP BY doc_id HAVING count(*) > 1""").fetchall()
+    if dups:
+        con.execute("""UPDATE _stage SET error = 'duplicate id (first seen at row ' || f.first_row || ' of this shard)'
+            FROM (SELECT doc_id, min("row") AS first_row FROM _stage WHERE error IS NULL
+                  GROUP BY doc_id HAVING count(*) > 1) f
+            WHERE _stage.doc_id = f.doc_id AND _stage."row" > f.first_row AND _stage.error IS NULL""")
+    if one(con.execute("SELECT count(*) FROM _stage JOIN documents USING (doc_id) WHERE error IS NULL"))[0]:
+        con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
+            FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
+    con.register("_hashes", _text_hashes(con))
+    # seq follows ingest order; gaps where rows were quarantined are harmless
     con.execute(f"""INSERT INTO documents
-        SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + row_number() OVER (ORDER BY "row"),
-               ?, "row", url, {domain_sql("url")}, text, sha256(text), meta
-        FROM _stage WHERE error IS NULL""", [shard_id])
+        SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + "row" + 1,
+               ?, "row", url, {domain_sql("url")}, text, h.sha256, meta
+        FROM _stage JOIN _hashes h USING ("row") WHERE error IS NULL""", [shard_id])
+    con.unregister("_hashes")
     con.execute(f"""INSERT INTO quarantine
         SELECT ?, ?, "row",
                coalesce(raw, CASE WHEN text IS NOT NULL THEN left(json_object(
@@ -339,9 +415,18 @@ def _commit_rows(con, uri, name, shard_id, fields, max_doc_bytes, whole_file_err
                error
         FROM _stage WHERE error IS NOT NULL""", [shard_id, uri])
     rows, docs = one(con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage"))
-    con.execute("DROP TABLE _stage")
     status = "ingested" if rows == docs else "partial"
     return ShardReport(uri, status, shard_id, rows=rows, documents=docs, quarantined=rows - docs)
+
+
+def _text_hashes(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """SHA-256 of every good row's text, by hashlib (DuckDB's sha256() is several times slower)."""
+    rows, hashes = [], []
+    for batch in con.sql('SELECT "row", text FROM _stage WHERE error IS NULL').to_arrow_reader(BATCH_ROWS):
+        rows.append(batch.column(0))
+        hashes.append(pa.array([hashlib.sha256(t).hexdigest() for t in batch.column(1).cast(pa.binary()).to_pylist()],
+                               pa.string()))
+    return pa.table({"row": pa.chunked_array(rows, pa.int64()), "sha256": pa.chunked_array(hashes, pa.string())})
 
 
 def domain_sql(url: str) -> str:

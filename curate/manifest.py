@@ -43,7 +43,11 @@ class ManifestSummary:
 
 
 def write_manifest(ws: Workspace, out: str | os.PathLike[str],
-                   rules: str | os.PathLike[str] | None = None) -> ManifestSummary:
+                   rules: str | os.PathLike[str] | None = None, base: str | os.PathLike[str] | None = None,
+                   changed: str | None = None) -> ManifestSummary:
+    """Write the manifest of the current decisions. With `base` (a manifest of the same workspace and
+    rules) and `changed` (a table of doc_ids), only the rows of those documents are recomputed; the
+    others are copied from `base` (an opt-out update touches a few documents of millions)."""
     from .policy import load_rules
     from .redact import REDACTIONS_TYPE, redacted_outputs
 
@@ -56,7 +60,8 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
             raise RuntimeError("no decisions yet: run `curate run` (or `curate decide`) first")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _redacted (doc_id VARCHAR, output_sha256 VARCHAR, "
                     f"redactions {REDACTIONS_TYPE})")
-        for batch in redacted_outputs(con, ruleset.raw):
+        only = [r[0] for r in con.execute(f"SELECT doc_id FROM {changed}").fetchall()] if base else None
+        for batch in redacted_outputs(con, ruleset.raw, only=only):
             con.register("_batch", batch)
             con.execute("INSERT INTO _redacted SELECT * FROM _batch")
             con.unregister("_batch")
@@ -67,7 +72,9 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
                            AS output_sha256,
                        CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
                 FROM documents d JOIN shards s USING (shard_id) JOIN decisions c USING (doc_id)
-                LEFT JOIN _redacted r USING (doc_id))
+                LEFT JOIN _redacted r USING (doc_id) {f"SEMI JOIN {changed} USING (doc_id)" if base else ""})
+            {f"UNION ALL SELECT * FROM read_parquet({_q(Path(base) / MANIFEST)}) ANTI JOIN {changed} USING (doc_id)"
+             if base else ""}
             ORDER BY doc_id""").to_arrow_table()
         con.execute("DROP TABLE _redacted")
         run = _run_record(con, ruleset)
@@ -120,7 +127,7 @@ def _run_record(con: duckdb.DuckDBPyConnection, ruleset) -> dict[str, Any]:
         det = cls(config.get(name, {})) if cls else None
         stages.append({"name": name, "version": cls.version if cls else None, "fingerprints": fps,
                        "current": bool(det) and fps == [det.fingerprint()],
-                       "assets": det.assets() if det else []})
+                       "assets": det.assets() + det.workspace_assets(con) if det else []})
     quarantined, failed = one(con.execute(
         "SELECT count(*) FILTER (\"row\" IS NOT NULL), count(*) FILTER (\"row\" IS NULL) FROM quarantine"
     ))

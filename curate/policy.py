@@ -285,8 +285,12 @@ BASE_SIGNALS = """d.doc_id, d.shard_id, d."row", d.seq, d.url, d.domain, d.meta,
     length(d.text) AS text_chars, strlen(d.text) AS text_bytes, length(trim(d.text)) = 0 AS text_empty"""
 
 
-def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | None = None) -> dict[str, str]:
-    """(Re)create the `signals` view: documents joined with every stage's per-document signals."""
+def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | None = None,
+                       only: str | None = None) -> dict[str, str]:
+    """(Re)create the `signals` view: documents joined with every stage's per-document signals.
+
+    With `only` (a table of doc_ids) the temp view `signals_subset` is made instead, over those documents
+    alone, so re-deciding a few documents does not recompute the per-document base columns of all."""
     from .stages import instances
 
     existing = {r[0] for r in con.execute(
@@ -296,11 +300,13 @@ def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | N
              if set(det.tables) <= existing and (sql := det.signals_sql(rules))]
     selects = ", ".join([BASE_SIGNALS] + [f"{alias}.* EXCLUDE (doc_id)" for alias, _ in parts])
     joins = " ".join(f"LEFT JOIN ({sql}) {alias} USING (doc_id)" for alias, sql in parts)
-    con.execute(f"CREATE OR REPLACE VIEW signals AS SELECT {selects} FROM documents d {joins}")
-    return {name: typ for name, typ, *_ in con.execute("DESCRIBE signals").fetchall()}
+    docs, view = ("documents", "VIEW signals") if only is None else \
+        (f"(SELECT * FROM documents SEMI JOIN {only} USING (doc_id))", "TEMP VIEW signals_subset")
+    con.execute(f"CREATE OR REPLACE {view} AS SELECT {selects} FROM {docs} d {joins}")
+    return {name: typ for name, typ, *_ in con.execute(f"DESCRIBE {view.split()[-1]}").fetchall()}
 
 
-def decisions_sql(ruleset: Ruleset, columns: dict[str, str]) -> str:
+def decisions_sql(ruleset: Ruleset, columns: dict[str, str], source: str = "signals") -> str:
     """A SELECT producing (doc_id, action, rule_ids, reasons) for every document, written nowhere."""
     fired = {r.id: f"coalesce({compile_rule(r, columns)}, false)" for r in ruleset.rules}
 
@@ -319,7 +325,7 @@ def decisions_sql(ruleset: Ruleset, columns: dict[str, str]) -> str:
     return f"""SELECT doc_id, {action} AS action,
                       {f'list_filter([{ids}], lambda x: x IS NOT NULL)' if ids else empty} AS rule_ids,
                       {f'list_filter([{reasons}], lambda x: x IS NOT NULL)' if reasons else empty} AS reasons
-               FROM (SELECT doc_id{', ' + flags if flags else ''} FROM signals)"""
+               FROM (SELECT doc_id{', ' + flags if flags else ''} FROM {source})"""
 
 
 def current_rules(con: duckdb.DuckDBPyConnection) -> Ruleset:

@@ -70,14 +70,16 @@ def apply(text: str, redactions: list[dict] | None) -> str:
 
 
 def redacted_outputs(con: duckdb.DuckDBPyConnection, rules: dict[str, Any],
-                     batch_rows: int = 2000) -> Iterator[pa.RecordBatch]:
-    """(doc_id, output_sha256, redactions) for every document whose decision is `redact`."""
+                     batch_rows: int = 2000, only: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """(doc_id, output_sha256, redactions) for every document whose decision is `redact` (among the
+    doc_ids `only`, when given)."""
     reader = con.cursor()
     try:
         result = reader.sql(f"""
             SELECT d.doc_id, d.text, r.redactions
             FROM documents d JOIN decisions c USING (doc_id) LEFT JOIN ({redactions_sql(con, rules)}) r USING (doc_id)
-            WHERE c.action = 'redact' ORDER BY d.doc_id""").to_arrow_reader(batch_rows)
+            WHERE c.action = 'redact' {"AND d.doc_id IN (SELECT unnest(?::VARCHAR[]))" if only is not None else ""}
+            ORDER BY d.doc_id""", params=[list(only)] if only is not None else None).to_arrow_reader(batch_rows)
         for batch in result:
             hashes = [hashlib.sha256(apply(t, r).encode("utf-8")).hexdigest()
                       for t, r in zip(batch.column("text").to_pylist(), batch.column("redactions").to_pylist(),

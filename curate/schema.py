@@ -10,7 +10,7 @@ import duckdb
 
 from .db import one
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry moves the workspace from version i to i + 1. Append, never edit.
 MIGRATIONS: list[list[str]] = [
@@ -67,6 +67,23 @@ MIGRATIONS: list[list[str]] = [
         )""",
         """CREATE TABLE policy_runs (
             rules_sha256 VARCHAR NOT NULL, rules_path VARCHAR NOT NULL, decided_at TIMESTAMP NOT NULL
+        )""",
+    ],
+    [
+        # The opt-out registry (curate/optout/registry.py): an append-only event log that cannot be
+        # recomputed from anything else. Registry version N is the state after event seq = N.
+        """CREATE TABLE optout_events (
+            seq BIGINT PRIMARY KEY,         -- 1, 2, ...; the registry version this event creates
+            op VARCHAR NOT NULL,            -- add | revoke
+            entry_id VARCHAR NOT NULL,      -- stable id of the entry (kind, value, creator)
+            kind VARCHAR NOT NULL,          -- domain, url_prefix, url, sha256, author, work; robots_txt, tdmrep, ai_txt
+            value VARCHAR NOT NULL,         -- canonical value (work: sha256 of its normalised text; site files: host)
+            payload VARCHAR,                -- the registered text of a `work`, or a site file's content
+            creator VARCHAR NOT NULL,       -- who asked (a name, an organisation, a site)
+            evidence VARCHAR NOT NULL,      -- where the request came from (ticket, e-mail id, URL)
+            received_at TIMESTAMP NOT NULL, -- UTC
+            verified BOOLEAN NOT NULL,      -- the requester's identity or right was checked
+            chain_hash VARCHAR NOT NULL     -- sha256(previous chain_hash + this event): the hash of version seq
         )""",
     ],
 ]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("curate")
 
 # Modules whose detectors ship with curate; each registers its classes on import.
-BUILTIN_MODULES = ("curate.dedup",)
+BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.optout", "curate.bias")
 BATCH_ROWS = 1000
 
 
@@ -65,6 +65,10 @@ class Detector:
 
     def assets(self) -> list[dict[str, str]]:
         """Versions and hashes of lexicons, models and lists used; they go into run.json."""
+        return []
+
+    def workspace_assets(self, con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        """Assets that live in the workspace (e.g. the opt-out registry snapshot); they go into run.json too."""
         return []
 
     def signals_sql(self, rules: dict[str, Any]) -> str | None:

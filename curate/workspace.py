@@ -139,6 +139,28 @@ class Workspace:
 
         return explain(self, doc_id)
 
+    # -- the analyst's surface (curate/report.py, validate.py, card.py) ------------------------------
+    def report(self, out: str | os.PathLike[str], **kwargs: Any):
+        from .report import report
+
+        return report(self, out, **kwargs)
+
+    def validate(self, out: str | os.PathLike[str] | None = None, **kwargs: Any):
+        from .validate import validate
+
+        return validate(self, out, **kwargs)
+
+    def card(self, out: str | os.PathLike[str], **kwargs: Any):
+        from .card import card
+
+        return card(self, out, **kwargs)
+
+    def bias(self, confidence: float = 0.95):
+        """The bias report over the current decisions (curate.bias.report)."""
+        from .bias import report
+
+        return report(self, confidence=confidence)
+
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 

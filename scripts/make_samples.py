@@ -38,6 +38,8 @@ import re
 import string
 import subprocess
 import sys
+import textwrap
+import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -88,13 +90,35 @@ def load_dpkg():
     for line in sorted(out.splitlines()):
         p, src, sver, ver = line.split("\t")
         pkgs.setdefault(p, (src or p, strip_epoch(sver or ver)))
+    # Keep only packages that exist in the Debian archive: third-party packages installed
+    # from other repositories (here google-cloud-cli*, kubectl) are not Debian and are skipped.
+    archive = debian_archive_names()
+    excluded = []
+    if archive:
+        excluded = sorted(p for p in pkgs if p not in archive)
+        pkgs = {p: v for p, v in pkgs.items() if p in archive}
+    else:
+        log("WARNING: no Debian Packages index under /var/lib/apt/lists; not filtering by origin")
     owner = {}
     for lst in sorted(glob.glob("/var/lib/dpkg/info/*.list")):
         p = os.path.basename(lst)[:-5].split(":")[0]
         with open(lst, encoding="utf-8", errors="replace") as f:
             for line in f:
                 owner.setdefault(line.rstrip("\n"), p)
-    return pkgs, owner
+    return pkgs, owner, excluded
+
+
+def debian_archive_names():
+    """Binary package names in the machine's Debian main Packages indices (apt lists)."""
+    names = set()
+    for path in sorted(glob.glob("/var/lib/apt/lists/*debian*_main_binary-*_Packages*")):
+        r = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", path], capture_output=True)
+        if r.returncode != 0:
+            continue
+        for line in r.stdout.decode("utf-8", "replace").splitlines():
+            if line.startswith("Package: "):
+                names.add(line[9:].strip())
+    return names
 
 
 def read_text(path):
@@ -150,9 +174,11 @@ def parse_changelog(text):
     return entries
 
 
-def collect_changelogs():
+def collect_changelogs(pkgs):
     seen_src, entries = set(), []
     for path in sorted(glob.glob("/usr/share/doc/*/changelog.Debian.gz")):
+        if path.split("/")[4] not in pkgs:
+            continue
         text = read_text(path)
         if not text:
             continue
@@ -711,7 +737,11 @@ def insert_text(doc_text, snippet, rng, kind):
         lines = doc_text.rstrip("\n").split("\n")
         trailer = max(i for i, l in enumerate(lines) if l.startswith(" -- "))
         at = trailer - 1 if trailer >= 1 and not lines[trailer - 1].strip() else trailer
-        bullet = "  * " + "\n    ".join(snippet.split("\n"))
+        if "\n" in snippet:
+            bullet = "  * " + "\n    ".join(snippet.split("\n"))
+        else:
+            bullet = textwrap.fill(snippet, width=78, initial_indent="  * ", subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)
         return "\n".join(lines[:at] + [bullet] + lines[at:]) + "\n"
     if kind == "code":
         lines = doc_text.rstrip("\n").split("\n")
@@ -721,7 +751,15 @@ def insert_text(doc_text, snippet, rng, kind):
         return "\n".join(lines[:at] + block + [""] + lines[at:]) + "\n"
     paras = doc_text.rstrip("\n").split("\n\n")
     at = rng.randint(1, max(1, len(paras) - 1))
-    return "\n\n".join(paras[:at] + [snippet] + paras[at:]) + "\n"
+    # match the indentation of the paragraph that follows (man pages are indented by 7)
+    nxt = paras[at] if at < len(paras) else paras[-1]
+    ind = re.match(r"[ ]*", nxt.lstrip("\n")).group(0)
+    if "\n" in snippet:
+        block = "\n".join(ind + l if l else l for l in snippet.split("\n"))
+    else:
+        block = textwrap.fill(snippet, width=78, initial_indent=ind, subsequent_indent=ind,
+                              break_long_words=False, break_on_hyphens=False)
+    return "\n\n".join(paras[:at] + [block] + paras[at:]) + "\n"
 
 
 OPTOUT_MARKERS = [
@@ -819,10 +857,11 @@ def natural_filter(docs, exempt=lambda d: False):
 def build(out_dir):
     rng = random.Random(SEED)
     log("reading dpkg database ...")
-    pkgs, owner = load_dpkg()
+    pkgs, owner, excluded = load_dpkg()
+    log(f"  {len(pkgs)} Debian packages; skipped (not in the Debian archive): {' '.join(excluded)}")
 
     log("collecting changelogs, copyright files, READMEs, licences ...")
-    cl_entries = collect_changelogs()
+    cl_entries = collect_changelogs(pkgs)
     cp_docs, licparas, holders = collect_copyright(pkgs)
     readmes = collect_readmes(pkgs)
     common = collect_common_licenses(pkgs)
@@ -1188,6 +1227,7 @@ def build(out_dir):
     for i in missing_id_rows:
         B.rows[CL][i]["_no_id"] = True
 
+    B.excluded = excluded
     return B, dmg_rows, missing_id_rows, pkgs
 
 
@@ -1295,7 +1335,15 @@ def probe_damaged(path):
                 got.append(line)
     except (EOFError, gzip.BadGzipFile, OSError) as e:
         err = f"{type(e).__name__}: {e}"
-    return got, err
+    # what a streaming decompressor (zlib, member by member) recovers before the data ends
+    data, out = open(path, "rb").read(), b""
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        out += d.decompress(data)
+        if not d.eof:
+            break
+        data = d.unused_data
+    return got, err, out.count(b"\n")
 
 
 # ----------------------------------------------------------------------------------
@@ -1368,7 +1416,7 @@ FEATURE_TITLES = [("nonen", "Non-English documents"), ("pii", "Inserted personal
 def write_readme(path, B, shard_files, sizes, counts, row_index, missing_id_rows, dmg, pairs_report,
                  pkgs, dmg_probe):
     bad, n_first, n_lines, m2_len, trunc_len, m1_len = dmg
-    got, err = dmg_probe
+    got, err, zlib_lines = dmg_probe
     deb = open("/etc/debian_version").read().strip()
     L = []
     A = L.append
@@ -1384,7 +1432,9 @@ def write_readme(path, B, shard_files, sizes, counts, row_index, missing_id_rows
     A("```")
     A("")
     A(f"Generated on Debian {deb} (\"{CODENAME}\") with Python {sys.version.split()[0]}, pyarrow {pa.__version__}, "
-      f"zstandard {zstandard.__version__}, {len(pkgs)} installed packages. The script only reads the machine, "
+      f"zstandard {zstandard.__version__}, from the {len(pkgs)} installed packages that come from the Debian "
+      f"archive (installed third-party packages are skipped: {', '.join(B.excluded) or 'none'}). "
+      "The script only reads the machine, "
       "so a machine with a different package set or release produces different (but equally valid) shards. "
       "On the same machine re-runs are byte-identical (sorted file lists, random seed "
       f"{SEED}, gzip mtime 0 and no file name, fixed zstd/parquet settings).")
@@ -1442,7 +1492,10 @@ def write_readme(path, B, shard_files, sizes, counts, row_index, missing_id_rows
         A("")
         A(f"* **File:** `data/samples/{s}` — {sizes[s]:,} bytes")
         A(f"* **Format:** {info['fmt']}")
-        A(f"* **Rows:** {counts[s]}")
+        if s == "damaged.jsonl.gz":
+            A(f"* **Rows:** {counts[s]} lines written (see the table below for what a reader actually gets)")
+        else:
+            A(f"* **Rows:** {counts[s]}")
         A(f"* **Contains:** {info['contains']}")
         A(f"* **Source (Debian {deb}):** {info['source']}")
         A(f"* **Licence:** {info['licence']} Every source file is redistributable.")
@@ -1457,17 +1510,25 @@ def write_readme(path, B, shard_files, sizes, counts, row_index, missing_id_rows
               "(%d bytes compressed) but only its first %d bytes were written, so the file ends in the middle of "
               "a deflate stream." % (m1_len - 1, n_first - 1, n_first, n_lines - 1, m2_len, trunc_len))
             A("")
-            A("| line (0-based) | problem |")
-            A("|---:|---|")
+            blank = sorted(k for k, v in bad.items() if v.startswith("empty line"))
+
+            def nb(line):  # row number when blank lines are skipped (as Curate's JSONL reader does)
+                return "—" if line in blank else str(line - sum(1 for b in blank if b < line))
+            A("| line (0-based) | row if blank lines are skipped | problem |")
+            A("|---:|---:|---|")
             for k in sorted(bad):
-                A(f"| {k} | {bad[k]} |")
-            A(f"| {n_first}–{n_lines - 1} | in the truncated second gzip member |")
+                A(f"| {k} | {nb(k)} | {bad[k]} |")
+            A(f"| {n_first}–{n_lines - 1} | {nb(n_first)}–{nb(n_lines - 1)} | in the truncated second gzip member |")
+            A("")
+            A("Readers that skip blank lines (Curate's JSONL reader does) number the rows after line "
+              + ", ".join(map(str, blank)) + " one lower than the line index; the second column gives that number.")
             A("")
             full = sum(1 for x in got if x.endswith(b"\n"))
             A(f"Python's `gzip.open(path)` yields {len(got)} lines ({full} complete, newline-terminated) and then "
               f"raises `{err}`. Lines {n_first}–{len(got) - 1} are thus readable from the damaged member before "
               "the error; a reader that wants only trustworthy data should keep lines 0–%d minus the bad ones "
-              "above, i.e. %d good rows." % (n_first - 1, n_first - len(bad)))
+              "above, i.e. %d good rows. A streaming `zlib.decompressobj(wbits=31)` reader recovers %d complete lines "
+              "before the data runs out." % (n_first - 1, n_first - len(bad), zlib_lines))
             A("")
             A("Every other line of member 1 is a valid row (ids `dmg-00001` … in order; the bad lines keep the id "
               "of the row they replaced where they have one).")

@@ -84,3 +84,14 @@ def sample_copy(sample_ws: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "ws"
     shutil.copytree(sample_ws, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def full_ws(sample_ws: Path, tmp_path_factory) -> Path:
+    """The sample workspace with every DESIGN.md signal table filled (tests/surface_data.py); read it only."""
+    from surface_data import plant_signals
+
+    path = tmp_path_factory.mktemp("full") / "ws"
+    shutil.copytree(sample_ws, path)
+    plant_signals(path)
+    return path

@@ -155,3 +155,20 @@ def test_killed_ingest_resumes_without_duplicates(ws, tmp_path):
     assert count(ws, "SELECT count(*) FROM shards") == 6
     assert count(ws, "SELECT sum(documents) FROM shards") == 120000
     assert count(ws, "SELECT count(*) FROM quarantine") == 0
+
+
+def test_wrong_types_are_caught_without_losing_lookalike_strings(ws, tmp_path):
+    """DuckDB's fast reader coerces JSON values to text; curate re-reads suspects and keeps real strings."""
+    rows = [doc(1, text="42"), doc(2, text=42), doc(3, text='{"a": 1}'), doc(4, text={"a": 1}),
+            doc(5, text="true"), doc(6, text=True), doc(7, url=["x"]), {**doc(8), "id": 1.5}, {**doc(9), "text": None},
+            {"id": 10, "text": "integer ids are fine"}]
+    s = ws.ingest([str(write_jsonl(tmp_path / "types.jsonl", rows))])
+    kept = ws.sql("SELECT doc_id, text FROM documents ORDER BY seq")
+    assert kept.rows() == [("doc-1", "42"), ("doc-3", '{"a": 1}'), ("doc-5", "true"), ("10", "integer ids are fine")]
+    q = dict(ws.sql('SELECT "row", error FROM quarantine ORDER BY "row"').iter_rows())
+    assert q == {1: 'field "text" is a number, not a string', 3: 'field "text" is an object, not a string',
+                 5: 'field "text" is a boolean, not a string', 6: 'field "url" is an array, not a string',
+                 7: 'field "id" is a number, not a string or integer', 8: 'no "text" field (or it is null)'}
+    raws = ws.sql('SELECT raw FROM quarantine ORDER BY "row"')["raw"].to_list()
+    assert all(r and r.startswith("{") for r in raws)
+    assert s.shards[0].rows == 10 and s.shards[0].quarantined == 6

