@@ -125,6 +125,25 @@ def decide(ws: WS, rules: Rules = None) -> None:
 
 @app.command()
 @friendly
+def dedup(
+    ws: WS,
+    against: Annotated[list[Path] | None, typer.Option(
+        "--against", help="Also mark documents that near-copy this workspace (opened read-only; repeatable).")] = None,
+    rules: Rules = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Exact and near-duplicate detection (and against reference workspaces), then the policy."""
+    s = Workspace(ws).dedup(against=against or [], rules=rules, workers=workers,
+                            progress=progress and sys.stderr.isatty())
+    out.print(f"near duplicates: {s.clusters} clusters, {s.clustered} documents in them, {s.duplicates} not kept")
+    for ref, n in s.against.items():
+        out.print(f"against {ref}: {n} documents near-copy a document there")
+    _print_decisions(s.decisions)
+
+
+@app.command()
+@friendly
 def manifest(ws: WS, out_dir: Annotated[Path, typer.Option("--out", help="Manifest directory.")],
              rules: Rules = None) -> None:
     """Write manifest.parquet, run.json and the root hash."""

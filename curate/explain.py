@@ -44,8 +44,9 @@ def explain(ws: Workspace, doc_id: str) -> dict[str, Any]:
                               "when": rules[r].when if r in rules else None} for r in decision[1]]
         else:
             info["action"] = None
-        present = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+        present = {r[0] for r in con.execute(  # signal tables keyed by doc_id (not e.g. pair tables)
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'main' AND column_name = 'doc_id'"
+        ).fetchall()}
         signals: dict[str, Any] = {}
         for _name, cls in sorted(load_builtin().items()):
             for table in cls.tables:

@@ -109,6 +109,11 @@ class Workspace:
 
         return run(self, **kwargs)
 
+    def dedup(self, **kwargs: Any):
+        from .dedup.fuzzy import dedup
+
+        return dedup(self, **kwargs)
+
     def decide(self, rules: str | os.PathLike[str] | None = None):
         from .policy import decide
 

@@ -97,3 +97,198 @@ def test_lsh_parameters_are_derived_for_recall():
     sigs = mh.signatures(["alpha beta gamma delta epsilon zeta", "alpha beta gamma delta epsilon zeta"])
     b = mh.band_hashes(sigs, bands, rows)
     assert b.shape == (2, bands) and b.dtype == np.int64 and np.array_equal(b[0], b[1])
+
+
+# -- the stage ----------------------------------------------------------------------------------------
+def edited(text: str, target: float, seed: int) -> str:
+    """A copy of `text` with random words replaced until its exact 5-gram Jaccard is about `target`."""
+    rng = np.random.default_rng(seed)
+    words = text.split()
+    base = mh.shingle_set(text)
+    for p in np.linspace(0.002, 0.3, 300):
+        out = [f"edit{rng.integers(10**6)}" if rng.random() < p else w for w in words]
+        j = mh.jaccard(base, mh.shingle_set(" ".join(out)))
+        if abs(j - target) < 0.03:
+            return " ".join(out)
+    raise AssertionError(f"no edit reaches Jaccard {target}")
+
+
+@pytest.fixture(scope="module")
+def corpus(real_texts) -> dict[str, str]:
+    """Real documents: originals, an exact copy, edited copies at Jaccard ~0.9 and ~0.5, unrelated ones."""
+    long = [t for t in real_texts if 400 < len(mh.shingles(t)) < 3000]
+    docs = {f"orig-{i}": t for i, t in enumerate(long[:12])}
+    docs["copy-0"] = long[0]
+    docs["near90-1"] = edited(long[1], 0.9, 1)
+    docs["near90-2"] = edited(long[2], 0.9, 2)
+    docs["near90-2b"] = edited(long[2], 0.9, 3)
+    docs["half-3"] = edited(long[3], 0.5, 4)
+    docs["half-4"] = edited(long[4], 0.5, 5)
+    return docs
+
+
+def ingest(ws, tmp_path, name: str, docs: dict[str, str]) -> None:
+    from conftest import write_jsonl
+
+    rows = [{"id": k, "text": v, "url": f"https://example.org/{k}"} for k, v in docs.items()]
+    ws.ingest([str(write_jsonl(tmp_path / f"{name}.jsonl", rows))])
+
+
+def clusters(ws) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for doc_id, cluster in ws.sql("SELECT doc_id, cluster_id FROM dedup_fuzzy").iter_rows():
+        out.setdefault(cluster, set()).add(doc_id)
+    return out
+
+
+def test_copies_and_edits_cluster_by_the_threshold(ws, tmp_path, corpus):
+    ingest(ws, tmp_path, "a", corpus)
+    ws.run()
+    found = sorted(map(sorted, clusters(ws).values()))
+    assert found == [["copy-0", "orig-0"], ["near90-1", "orig-1"], ["near90-2", "near90-2b", "orig-2"]]
+    keepers = ws.sql("SELECT cluster_id, count(*) FILTER (is_keeper) AS k, any_value(keeper) AS keeper "
+                     "FROM dedup_fuzzy GROUP BY 1 ORDER BY 1").rows()
+    assert keepers == [("orig-0", 1, "orig-0"), ("orig-1", 1, "orig-1"), ("orig-2", 1, "orig-2")]
+    decided = dict(ws.sql("SELECT doc_id, action FROM decisions").iter_rows())
+    assert decided["near90-1"] == "drop" and decided["orig-1"] == "keep" and decided["half-3"] == "keep"
+    pairs = ws.sql("SELECT doc_a, doc_b, jaccard FROM dedup_pairs WHERE doc_b = 'near90-1'").rows()
+    assert len(pairs) == 1 and pairs[0][0] == "orig-1" and 0.85 < pairs[0][2] < 0.95
+    info = ws.explain("near90-2b")["signals"]["dedup_fuzzy"][0]
+    assert info["cluster_id"] == "orig-2" and info["keeper"] == "orig-2" and info["is_keeper"] is False
+    assert info["joined_by"].startswith("near90-2b ~ orig-2: Jaccard 0.")
+
+
+def test_incremental_equals_full_recompute(tmp_path, corpus):
+    from curate import Workspace
+
+    items = list(corpus.items())
+    parts = [dict(items[:7]), dict(items[7:13]), dict(items[13:])]
+    inc = Workspace.init(tmp_path / "inc")
+    for i, part in enumerate(parts):
+        ingest(inc, tmp_path, f"p{i}", part)
+        report = next(r for r in inc.run().stages if r.name == "dedup_fuzzy")
+        assert report.documents == len(part)  # only the new shard's signatures are computed
+    full = Workspace.init(tmp_path / "full")
+    for i, part in enumerate(parts):
+        ingest(full, tmp_path, f"p{i}", part)
+    full.run()
+    for q in ("SELECT * FROM dedup_fuzzy ORDER BY doc_id", "SELECT * FROM dedup_pairs ORDER BY doc_a, doc_b",
+              "SELECT doc_id, signature FROM dedup_signatures ORDER BY doc_id"):
+        assert inc.sql(q).equals(full.sql(q))
+    assert len(clusters(full)) == 3
+
+
+def test_results_do_not_depend_on_runs_or_worker_count(sample_ws, tmp_path):
+    from curate import Workspace
+
+    one_worker = Workspace.init(tmp_path / "w1")
+    one_worker.ingest([str(SAMPLES)])
+    one_worker.run(stages=["dedup_exact", "dedup_fuzzy"], workers=1)
+    one_worker.run(stages=["dedup_exact", "dedup_fuzzy"], workers=1)
+    two = Workspace(sample_ws)
+    for q in ("SELECT * FROM dedup_fuzzy ORDER BY doc_id", "SELECT * FROM dedup_pairs ORDER BY doc_a, doc_b"):
+        a, b = one_worker.sql(q), two.sql(q)
+        assert a.height > 20 and a.equals(b)
+
+
+def test_empty_one_word_and_five_megabyte_documents(ws, tmp_path, real_texts):
+    big = " ".join(t for t in real_texts * 40)[:5_000_000]
+    docs = {"empty": "", "blank": "  \n\t", "also-empty": "...", "word": "Debian", "word-again": "debian!",
+            "other-word": "Ubuntu", "big": big, "big-edited": big[:4_900_000] + " a new ending", "small": real_texts[0]}
+    ingest(ws, tmp_path, "sizes", docs)
+    ws.run()
+    found = sorted(map(sorted, clusters(ws).values()))
+    assert found == [["big", "big-edited"], ["word", "word-again"]]
+    assert ws.sql("SELECT count(*) FROM dedup_bands JOIN documents USING (seq) "
+                  "WHERE doc_id IN ('empty', 'blank', 'also-empty')").item() == 0
+    assert ws.sql("SELECT shingles FROM dedup_signatures WHERE doc_id = 'big'").item() > 500_000
+
+
+def test_keeper_prefers_permitted_licence_then_quality(ws, tmp_path, corpus):
+    ingest(ws, tmp_path, "a", corpus)
+    ws.run()
+    assert ws.sql("SELECT keeper FROM dedup_fuzzy WHERE doc_id = 'orig-2'").item() == "orig-2"
+    with ws.connect(write=True) as con:  # tables other stages write (their DESIGN.md columns)
+        con.execute("CREATE TABLE quality (doc_id VARCHAR, quality_score DOUBLE)")
+        con.execute("INSERT INTO quality VALUES ('orig-2', 0.2), ('near90-2', 0.9), ('near90-2b', 0.5)")
+    ws.run()
+    assert ws.sql("SELECT keeper FROM dedup_fuzzy WHERE doc_id = 'orig-2'").item() == "near90-2"
+    with ws.connect(write=True) as con:
+        con.execute("CREATE TABLE license_signals (doc_id VARCHAR, license VARCHAR, use_class VARCHAR)")
+        con.execute("INSERT INTO license_signals VALUES ('near90-2b', 'MIT', 'permissive'), "
+                    "('near90-2', 'LicenseRef-proprietary', 'restricted')")
+    ws.run()
+    assert ws.sql("SELECT keeper FROM dedup_fuzzy WHERE doc_id = 'orig-2'").item() == "near90-2b"
+    assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'near90-2b'").item() == "keep"
+    assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'orig-2'").item() == "drop"
+    rules = tmp_path / "first.toml"
+    rules.write_text(open(ws_rules()).read().replace('keeper = ["license", "quality", "first_ingested"]',
+                                                     'keeper = ["first_ingested"]'))
+    report = next(r for r in ws.run(rules=rules).stages if r.name == "dedup_fuzzy")
+    assert report.documents == 0  # the keeper ordering needs no new signatures
+    assert ws.sql("SELECT keeper FROM dedup_fuzzy WHERE doc_id = 'orig-2'").item() == "orig-2"
+
+
+def ws_rules():
+    from curate.policy import default_rules_path
+
+    return default_rules_path()
+
+
+def test_threshold_change_reclusters_from_stored_signatures(ws, tmp_path, corpus):
+    ingest(ws, tmp_path, "a", corpus)
+    ws.run()
+    strict = tmp_path / "strict.toml"
+    text = open(ws_rules()).read()
+    strict.write_text(text.replace("threshold = 0.8 ", "threshold = 0.97").replace("bands = 21", "bands = 6")
+                      .replace("rows = 6", "rows = 20")
+                      .replace("catch_probability = 0.9983", "catch_probability = 0.9910"))
+    report = next(r for r in ws.run(rules=strict).stages if r.name == "dedup_fuzzy")
+    assert report.documents == 0
+    assert sorted(map(sorted, clusters(ws).values())) == [["copy-0", "orig-0"]]
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(text.replace("catch_probability = 0.9983", "catch_probability = 0.95"))
+    with pytest.raises(ValueError, match="catch a pair at Jaccard 0.8 with 0.9983"):
+        ws.run(rules=wrong)
+
+
+def test_dedup_against_a_reference_workspace_leaves_it_untouched(tmp_path, corpus):
+    import hashlib
+    import subprocess
+
+    from conftest import CURATE
+
+    from curate import Workspace
+
+    ref = Workspace.init(tmp_path / "release")
+    ingest(ref, tmp_path, "old", {k: v for k, v in corpus.items() if k.startswith("orig")})
+    ref.run()
+    new = Workspace.init(tmp_path / "new")
+    ingest(new, tmp_path, "new", {k: v for k, v in corpus.items() if not k.startswith("orig")})
+    before = hashlib.sha256((ref.path / "curate.duckdb").read_bytes()).hexdigest()
+    proc = subprocess.run([*CURATE, "dedup", str(new.path), "--against", str(ref.path), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 documents near-copy a document there" in " ".join(proc.stdout.split())
+    assert hashlib.sha256((ref.path / "curate.duckdb").read_bytes()).hexdigest() == before
+    rows = new.sql("SELECT doc_id, reference_doc_id FROM dedup_against ORDER BY 1").rows()
+    assert rows == [("copy-0", "orig-0"), ("near90-1", "orig-1"), ("near90-2", "orig-2"), ("near90-2b", "orig-2")]
+    actions = dict(new.sql("SELECT doc_id, action FROM decisions").iter_rows())
+    assert actions["near90-1"] == "drop" and actions["half-3"] == "keep"
+    other = tmp_path / "char.toml"
+    other.write_text(open(ws_rules()).read().replace('shingle = "word"', 'shingle = "char"'))
+    proc = subprocess.run([*CURATE, "dedup", str(new.path), "--against", str(ref.path), "--rules", str(other),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "with other settings" in proc.stderr
+
+
+def test_a_bucket_of_many_copies_gives_linear_candidates(ws, tmp_path, real_texts):
+    """300 copies of one document: one cluster, one keeper, and far fewer than 300^2/2 verified edges."""
+    text = real_texts[0]
+    ingest(ws, tmp_path, "many", {f"copy-{i:03d}": text + ("" if i % 2 else " ") for i in range(300)})
+    ws.run()
+    assert ws.sql("SELECT count(DISTINCT cluster_id), count(*), count(*) FILTER (is_keeper) FROM dedup_fuzzy").row(0) \
+        == (1, 300, 1)
+    assert ws.sql("SELECT keeper FROM dedup_fuzzy LIMIT 1").item() == "copy-000"
+    # the first 50 members pair with each other; each later one with the first and the previous member
+    assert ws.sql("SELECT count(*) FROM dedup_pairs").item() == 50 * 49 // 2 + 2 * 250

@@ -31,6 +31,8 @@ WORD = re.compile(r"\w+")
 M64 = (1 << 64) - 1
 MAX32 = np.uint32(0xFFFFFFFF)
 _P = 0x9E3779B97F4A7C15  # odd multiplier of the per-word polynomial hash
+POWERS_KEPT = 1 << 23  # longest table of powers kept between batches (2 x 64 MB)
+CHUNK_CHARS = 1 << 22  # characters of text hashed at once
 BLOCK = 1 << 17  # shingles per block of the permutation loop (512 KB of uint32: stays in cache)
 
 
@@ -144,7 +146,11 @@ def _fmix32_np(x: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _word_chars() -> np.ndarray:
     """A lookup table over every code point: does `\\w` match it (str.isalnum() or '_')."""
-    return np.fromiter((chr(c).isalnum() or c == 0x5F for c in range(0x110000)), bool, 0x110000)
+    table = np.zeros(0x110000, bool)
+    every = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    for m in WORD.finditer(every):
+        table[m.start():m.end()] = True
+    return table
 
 
 _LOWER_ASCII = np.array([ord(chr(c).lower()) for c in range(128)] + [0] * 128, np.uint8)
@@ -152,14 +158,18 @@ _POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(_P**k, _P**-k) mod 2**64 for k < n at least; cached and grown by doubling."""
-    if len(_POWERS[0]) < n:
-        size = max(n, 2 * len(_POWERS[0]), 1 << 16)
-        for i, base in enumerate((_P, pow(_P, -1, 1 << 64))):
-            p = np.full(size, base, np.uint64)
-            p[0] = 1
-            _POWERS[i] = np.cumprod(p, dtype=np.uint64)
-    return _POWERS[0], _POWERS[1]
+    """(_P**k, _P**-k) mod 2**64 for k < n at least, by doubling; kept for batches of ordinary size."""
+    tables = _POWERS
+    while len(tables[0]) < n:
+        grown = []
+        for p, base in zip(tables, (_P, pow(_P, -1, 1 << 64)), strict=True):
+            if len(p) == 1:
+                p = np.array([1, base], np.uint64)
+            grown.append(np.concatenate([p, p * np.uint64((int(p[-1]) * base) & M64)]))
+        tables = grown
+    if len(tables[0]) <= POWERS_KEPT:
+        _POWERS[:] = tables
+    return tables[0], tables[1]
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -231,33 +241,48 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> tu
 def shingle_hashes(texts: Sequence[str], kind: str = "word", n: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """32-bit shingle hashes of all texts, grouped by text in order, and each text's shingle count.
 
-    Equal to `[shingle_hash(s, kind) for s in shingles(text, kind, n)]` per text, without Python loops.
+    Equal to `[shingle_hash(s, kind) for s in shingles(text, kind, n)]` per text, without Python loops
+    (texts are taken in groups of about CHUNK_CHARS characters: bounded memory, cached powers).
     """
     Shingling(kind, n)
+    parts, group, size = [], [], 0
+    for t in texts:
+        if group and size + len(t) > CHUNK_CHARS:
+            parts.append(_shingle_hashes(group, kind, n))
+            group, size = [], 0
+        group.append(t)
+        size += len(t)
+    parts.append(_shingle_hashes(group, kind, n))
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([h for h, _ in parts]), np.concatenate([c for _, c in parts])
+
+
+def _shingle_hashes(texts: Sequence[str], kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     toks, counts = _token_hashes(texts, kind)
-    tstart = _offsets(counts)
     nsh = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
-    out_start = _offsets(nsh)
-    out = np.empty(int(nsh.sum()), np.uint64)
     k = np.array(_combiners(n), np.uint64)
-    # Texts with at least n tokens: every window of n consecutive tokens inside the text.
-    if len(toks) >= n:
-        m = len(toks) - n + 1
-        x = toks[:m] * k[0]
-        for j in range(1, n):
-            x += toks[j:j + m] * k[j]
-        doc = np.repeat(np.arange(len(texts)), counts)[:m]
-        local = np.arange(m) - tstart[doc]
-        ok = local <= counts[doc] - n
-        out[out_start[doc[ok]] + local[ok]] = x[ok]
-    # Texts with 1..n-1 tokens: one shingle of all of them.
+    # Every window of n consecutive tokens, then only those inside one text (in text order).
+    m = max(len(toks) - n + 1, 0)
+    x = toks[:m] * k[0]
+    tmp = np.empty_like(x)
+    for j in range(1, n):
+        np.multiply(toks[j:j + m], k[j], out=tmp)
+        x += tmp
+    ok = np.ones(m, bool)
+    crossing = (np.cumsum(counts)[:, None] - np.arange(1, n)[None, :]).ravel()
+    ok[crossing[(crossing >= 0) & (crossing < m)]] = False
+    out = x[ok]
+    # Texts with 1..n-1 tokens: one shingle of all of them, inserted at their place.
     short = np.flatnonzero((counts > 0) & (counts < n))
     if len(short):
-        x = np.zeros(len(short), np.uint64)
+        tstart = _offsets(counts)
+        y = np.zeros(len(short), np.uint64)
         for j in range(n - 1):
             has = counts[short] > j
-            x[has] += toks[tstart[short[has]] + j] * k[j]
-        out[out_start[short]] = x
+            y[has] += toks[tstart[short[has]] + j] * k[j]
+        before = np.concatenate([[0], np.cumsum(np.where(counts >= n, nsh, 0))])[short]
+        out = np.insert(out, before, y)
     return (_fmix64_np(out) >> np.uint64(32)).astype(np.uint32), nsh
 
 
