@@ -9,8 +9,6 @@ import subprocess
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CURATE, write_jsonl
@@ -42,9 +40,16 @@ OTHER = (
 )
 
 
+WORDS = ("amber", "birch", "cobalt", "dune", "ember", "fjord", "granite", "harbor", "indigo", "juniper", "kelp",
+         "lagoon", "maple", "nectar", "onyx", "pebble", "quartz", "reed")
+
+
 def _doc(i, url, text=None, **meta):
-    return {"id": f"d{i}", "text": text or f"Document number {i} about topic {i % 7}: " + OTHER,
-            "url": url, "meta": meta}
+    """Default texts share their sentences but not a single word 5-gram, so none is a near-duplicate."""
+    words = OTHER.split()
+    distinct = " ".join(w if k % 3 else f"{WORDS[i % len(WORDS)]}{i // len(WORDS) or ''} {w}"
+                        for k, w in enumerate(words))
+    return {"id": f"d{i}", "text": text or distinct, "url": url, "meta": meta}
 
 
 DOCS = [
@@ -554,26 +559,22 @@ def test_work_candidates_from_the_dedup_lsh_index(ows):
     from curate.optout import apply
     from curate.optout.stage import OptOut, match_registry
 
-    params = {"shingle": "word", "ngram": 5, "num_perm": 128, "seed": 1, "scheme": "affine32", "bands": 21, "rows": 6}
-    with ows.connect(write=True) as con:
-        t = con.sql("SELECT doc_id, seq, text FROM documents ORDER BY seq").to_arrow_table()
-        buckets = minhash.band_hashes(minhash.signatures(t.column("text").to_pylist(), 128, 1), 21, 6)
-        con.register("_b", pa.table({"doc_id": np.repeat(t.column("doc_id").to_numpy(zero_copy_only=False), 21),
-                                     "seq": np.repeat(t.column("seq").to_numpy(), 21),
-                                     "band": np.tile(np.arange(21, dtype=np.int16), len(t)),
-                                     "bucket": buckets.ravel()}))
-        con.execute("CREATE TABLE all_bands AS SELECT * FROM _b")
-        con.execute("CREATE TABLE dedup_bands AS SELECT * FROM all_bands WHERE doc_id <> 'd7'")  # d7: not banded yet
-        con.execute("CREATE TABLE dedup_fuzzy_state (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-        con.execute("INSERT INTO dedup_fuzzy_state VALUES ('lsh', ?)", [json.dumps(params)])
+    seq = "(SELECT seq FROM documents WHERE doc_id = '{}')"
+    with ows.connect(write=True) as con:  # the dedup_fuzzy stage has run: its index is there
         from curate.optout.work import lsh_index
         assert lsh_index(con)["bands"] == 21
+        t = con.sql(f"SELECT text FROM documents WHERE seq = {seq.format('d6')}").to_arrow_table()
+        ours = minhash.band_hashes(minhash.signatures(t.column("text").to_pylist(), 128, 1), 21, 6)[0].tolist()
+        assert ours == [b for (b,) in con.execute(f"SELECT bucket FROM dedup_bands WHERE seq = {seq.format('d6')} "
+                                                  "ORDER BY band").fetchall()]
+        con.execute(f"CREATE TABLE saved AS SELECT * FROM dedup_bands WHERE seq = {seq.format('d7')}")
+        con.execute(f"DELETE FROM dedup_bands WHERE seq = {seq.format('d7')}")  # d7: not banded yet
     _add(ows, "work", STORY)
     apply(ows)
     assert _matches(ows)["work"] == {"d6", "d7"}  # d6 only through the index, d7 by the direct comparison
     with ows.connect(write=True) as con:  # banded documents are found through the index alone
-        con.execute("UPDATE dedup_bands SET bucket = bucket + 1 WHERE doc_id = 'd6'")
-        con.execute("INSERT INTO dedup_bands SELECT * FROM all_bands WHERE doc_id = 'd7'")
+        con.execute(f"UPDATE dedup_bands SET bucket = bucket + 1 WHERE seq = {seq.format('d6')}")
+        con.execute("INSERT INTO dedup_bands SELECT * FROM saved")
         con.execute("UPDATE optout_docs SET matched = false")
         match_registry(con, OptOut())
     assert _matches(ows)["work"] == {"d7"}

@@ -271,7 +271,8 @@ def test_policy_redacts_drops_and_tags(pii_ws):
     assert actions == {"doc-0": "redact", "doc-1": "drop", "doc-2": "keep", "doc-3": "keep", "doc-4": "redact",
                        "doc-5": "drop"}
     rules = dict(pii_ws.sql("SELECT doc_id, rule_ids FROM decisions").rows())
-    assert "pii-secret" in rules["doc-1"] and "pii-dense" in rules["doc-5"] and rules["doc-3"] == []
+    assert "pii-secret" in rules["doc-1"] and "pii-dense" in rules["doc-5"] \
+        and not [r for r in rules["doc-3"] if r.startswith("pii-")]  # CRYPTO is tag-only (quality rules may flag)
     sig = pii_ws.sql("SELECT * FROM signals WHERE doc_id = 'doc-3'").to_dicts()[0]
     assert sig["pii_crypto"] == 1 and sig["pii_types"] == ["CRYPTO"] and sig["pii_redact_spans"] == 0
 

@@ -2,7 +2,7 @@
 
 A document matches a work when the exact Jaccard similarity of their word 5-gram shingle sets
 (`curate.dedup.minhash.shingle_set`: normalised text, words are runs of \\w) reaches `work_jaccard`.
-Candidates come from the near-duplicate stage's LSH index when it exists (`dedup_bands`: the work's
+Candidates come from the near-duplicate stage's LSH index when it exists (`dedup_bands`, keyed by seq: the work's
 MinHash signature is banded with the same parameters, so candidates are an equi-join); documents
 it has not banded, and every document when there is no index, are compared through an inverted
 index of the works' shingles, so each is read once however many works there are.
@@ -100,8 +100,9 @@ def _via_lsh(con, docs: str, texts: list[str], sets: list[set[str]], lsh: dict[s
         "bucket": buckets.ravel(),
     }))
     candidates = con.execute(f"""
-        SELECT DISTINCT b.doc_id, w.work FROM dedup_bands b JOIN _oo_wb w USING (band, bucket)
-        WHERE b.doc_id IN (SELECT doc_id FROM {docs}) ORDER BY 1, 2""").fetchall()
+        SELECT DISTINCT d.doc_id, w.work FROM dedup_bands b JOIN _oo_wb w USING (band, bucket)
+        JOIN documents d ON d.seq = b.seq
+        WHERE d.doc_id IN (SELECT doc_id FROM {docs}) ORDER BY 1, 2""").fetchall()
     con.unregister("_oo_wb")
     out = []
     by_doc: dict[str, list[int]] = {}
@@ -117,5 +118,6 @@ def _via_lsh(con, docs: str, texts: list[str], sets: list[set[str]], lsh: dict[s
         con.unregister("_oo_cand")
     # Documents the LSH stage has not banded yet (ingested after its last run) are compared directly;
     # a banded document has a row for every band, so band 0 tells which are.
-    unbanded = f"""SELECT doc_id FROM {docs} WHERE doc_id NOT IN (SELECT doc_id FROM dedup_bands WHERE band = 0)"""
+    unbanded = f"""SELECT o.doc_id FROM {docs} o JOIN documents d USING (doc_id)
+                   WHERE d.seq NOT IN (SELECT seq FROM dedup_bands WHERE band = 0)"""
     return out + _scan(fetch_texts(con, unbanded), sets, threshold)
