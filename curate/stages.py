@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import duckdb
 import pyarrow as pa
 
+from .db import one
 from .schema import ensure_stage_tables
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ log = logging.getLogger("curate")
 # Modules whose detectors ship with curate; each registers its classes on import.
 BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.optout", "curate.bias", "curate.pii")
 BATCH_ROWS = 1000
+WINDOW_ROWS = 10 * BATCH_ROWS  # documents read (and sorted) at a time for a stage
 
 
 class Detector:
@@ -255,12 +257,21 @@ def _lookup_columns(con, det: Detector) -> list[str]:
 def _process_shard(con, det: Detector, shard_id: str, pool: _Pool, bar) -> tuple[int, int]:
     cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
     reader = con.cursor()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        # Windows of seq (contiguous per shard): sorting a whole shard first would keep the workers
+        # idle until all of its text is read. Literals, not parameters: DuckDB 1.5 pushes only
+        # those into the scan, where zone maps skip other row groups (5 s instead of 0.6 s per 100k rows).
+        lo, hi = one(con.execute("SELECT min(seq), max(seq) FROM documents WHERE shard_id = ?", [shard_id]))
+        shard = "'" + shard_id.replace("'", "''") + "'"
+        for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
+            yield from reader.sql(
+                f'SELECT {cols} FROM documents d WHERE shard_id = {shard} AND seq >= {start} '
+                f'AND seq < {start + WINDOW_ROWS} ORDER BY "row"').to_arrow_reader(BATCH_ROWS)
+
     try:
-        batches = reader.sql(
-            f'SELECT {cols} FROM documents d WHERE shard_id = ? ORDER BY "row"', params=[shard_id]
-        ).to_arrow_reader(BATCH_ROWS)
         n = errors = 0
-        for batch, result in pool.map(batches):
+        for batch, result in pool.map(batches()):
             n += batch.num_rows
             if isinstance(result, BaseException):
                 errors += _isolate(con, det, batch)
@@ -327,7 +338,7 @@ class _Pool:
         if self.executor:
             self.executor.shutdown(cancel_futures=True)
 
-    def map(self, batches: pa.RecordBatchReader) -> Iterator[tuple[pa.RecordBatch, Any]]:
+    def map(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, Any]]:
         """Yields (batch, rows or the exception it raised), keeping a bounded number in flight."""
         if self.executor is None:
             for batch in batches:

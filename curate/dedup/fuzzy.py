@@ -30,7 +30,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..db import one
+from ..db import fetch_by_rowid, one
 from ..stages import REGISTRY, Detector, register
 from . import minhash
 
@@ -260,8 +260,7 @@ class FuzzyDedup(Detector):
         """Exact Jaccard of the shingle sets (32-bit shingle hashes) of pairs of documents by seq."""
         sets: list[dict[int, np.ndarray]] = []
         for table, seqs in (("documents", a), (ref_docs, b)):
-            rows = con.execute(f"SELECT seq, text FROM {table} WHERE seq = ANY(?)",
-                               [sorted(set(seqs.tolist()))]).fetchall()
+            rows = list(fetch_by_rowid(con, table, "seq, text", "seq = ANY(?)", [sorted(set(seqs.tolist()))]))
             hashes, counts = minhash.shingle_hashes([r[1] for r in rows], self.shingling.kind, self.shingling.n)
             # one sort for all documents: (document, hash) keys, duplicates dropped
             keys = np.sort((np.repeat(np.arange(len(rows), dtype=np.uint64), counts) << np.uint64(32)) | hashes)

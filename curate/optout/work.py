@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..db import one
+from ..db import fetch_by_rowid, one
 from ..dedup import minhash
 
 KIND, N = "word", 5
@@ -60,13 +60,8 @@ def work_matches(con: duckdb.DuckDBPyConnection, docs: str, threshold: float,
 
 
 def fetch_texts(con: duckdb.DuckDBPyConnection, doc_ids: str) -> Iterator[tuple[str, str]]:
-    """(doc_id, text) of the documents in `doc_ids` (SQL giving a doc_id column), in batches. Rows are
-    located on doc_id alone and then fetched by rowid: a join on doc_id would read every text."""
-    rowids = con.execute(f"SELECT rowid FROM documents WHERE doc_id IN ({doc_ids}) ORDER BY rowid").fetchall()
-    for i in range(0, len(rowids), 2048):
-        chunk = [r for (r,) in rowids[i:i + 2048]]
-        yield from con.execute("SELECT doc_id, text FROM documents WHERE rowid IN (SELECT unnest(?::BIGINT[]))",
-                               [chunk]).fetchall()
+    """(doc_id, text) of the documents in `doc_ids` (SQL giving a doc_id column), by rowid."""
+    return fetch_by_rowid(con, "documents", "doc_id, text", f"doc_id IN ({doc_ids})")
 
 
 def _scan(rows: Iterable[tuple[str, str]], sets: list[set[str]], threshold: float) -> list[tuple[str, int, float]]:
