@@ -35,6 +35,7 @@ log = logging.getLogger("curate")
 # Modules whose detectors ship with curate; each registers its classes on import.
 BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.optout", "curate.bias", "curate.pii")
 BATCH_ROWS = 1000
+MIN_BATCH_ROWS = 64
 WINDOW_ROWS = 10 * BATCH_ROWS  # documents read (and sorted) at a time for a stage
 
 
@@ -199,12 +200,12 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, workers: int | None
     if det.output is not None and todo:
         total = sum(n for _, n in todo)
         with _Pool(det, workers, total) as pool, _bar(det.name, total, progress) as bar:
-            for shard_id, _ in todo:
+            for shard_id, docs in todo:
                 t0 = time.monotonic()
                 con.execute("BEGIN")
                 try:
                     _forget(con, det, shard_id)
-                    n, errors = _process_shard(con, det, shard_id, pool, bar)
+                    n, errors = _process_shard(con, det, shard_id, pool.batch_rows(docs), pool, bar)
                     con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
                                 [det.name, shard_id, fp, n, time.monotonic() - t0])
                     con.execute("COMMIT")
@@ -254,7 +255,7 @@ def _lookup_columns(con, det: Detector) -> list[str]:
     return out
 
 
-def _process_shard(con, det: Detector, shard_id: str, pool: _Pool, bar) -> tuple[int, int]:
+def _process_shard(con, det: Detector, shard_id: str, batch_rows: int, pool: _Pool, bar) -> tuple[int, int]:
     cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
     reader = con.cursor()
 
@@ -267,7 +268,7 @@ def _process_shard(con, det: Detector, shard_id: str, pool: _Pool, bar) -> tuple
         for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
             yield from reader.sql(
                 f'SELECT {cols} FROM documents d WHERE shard_id = {shard} AND seq >= {start} '
-                f'AND seq < {start + WINDOW_ROWS} ORDER BY "row"').to_arrow_reader(BATCH_ROWS)
+                f'AND seq < {start + WINDOW_ROWS} ORDER BY "row"').to_arrow_reader(batch_rows)
 
     try:
         n = errors = 0
@@ -327,6 +328,13 @@ class _Pool:
         n = workers or int(os.environ.get("CURATE_WORKERS", 0)) or os.cpu_count() or 1
         self.workers = 1 if total_docs <= BATCH_ROWS else n
         self.executor: ProcessPoolExecutor | None = None
+
+    def batch_rows(self, docs: int) -> int:
+        """Rows per batch for a shard of `docs` documents: shards commit one at a time, so a small shard
+        is cut into at least two batches per worker, or it would keep one worker busy and the rest idle."""
+        if self.workers == 1:
+            return BATCH_ROWS
+        return max(MIN_BATCH_ROWS, min(BATCH_ROWS, -(-docs // (2 * self.workers))))
 
     def __enter__(self) -> _Pool:
         if self.workers > 1:
