@@ -27,6 +27,23 @@ TEXTS = [
 ]
 
 
+def v1_workspace(path: Path, *statements: str) -> Path:
+    """A workspace as schema version 1 left it (before any migration), with `statements` run in it."""
+    import duckdb
+
+    from curate.schema import MIGRATIONS
+
+    path.mkdir()
+    con = duckdb.connect(str(path / "curate.duckdb"))
+    for ddl in MIGRATIONS[0]:
+        con.execute(ddl)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for statement in statements:
+        con.execute(statement)
+    con.close()
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict] | list[bytes], compress: str | None = None) -> Path:
     body = b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
     if compress == "gzip":

@@ -8,10 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import CURATE, write_jsonl
+from conftest import CURATE, v1_workspace, write_jsonl
 
 from curate import Workspace
 from curate.optout import registry
@@ -494,16 +493,7 @@ def test_new_shards_are_matched_against_the_whole_registry(ows, tmp_path):
 
 
 def test_schema_v1_workspace_migrates(tmp_path):
-    from curate.schema import MIGRATIONS
-
-    path = tmp_path / "old"
-    path.mkdir()
-    con = duckdb.connect(str(path / "curate.duckdb"))
-    for ddl in MIGRATIONS[0]:
-        con.execute(ddl)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    con.close()
-    ws = Workspace(path)
+    ws = Workspace(v1_workspace(tmp_path / "old"))
     registry.add(ws, "domain", "example.org", "Ann", received_at=WHEN)
     assert "optout_events" in ws.tables()
 

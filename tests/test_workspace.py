@@ -1,24 +1,18 @@
 from __future__ import annotations
 
-import duckdb
-from conftest import doc, write_jsonl
+from conftest import doc, v1_workspace, write_jsonl
 
 from curate import Workspace
-from curate.schema import MIGRATIONS, SCHEMA_VERSION
+from curate.schema import SCHEMA_VERSION
 
 
 def test_a_version_1_workspace_with_documents_migrates_and_keeps_working(tmp_path):
-    path = tmp_path / "old"
-    path.mkdir()
-    con = duckdb.connect(str(path / "curate.duckdb"))
-    for ddl in MIGRATIONS[0]:
-        con.execute(ddl)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    con.execute("""INSERT INTO shards VALUES ('s1', '/x/old.jsonl', 'old.jsonl', 'jsonl', 'ab', 10, 2, 2, 0, 'ok',
-                   now()::TIMESTAMP)""")
-    con.execute("""INSERT INTO documents VALUES ('a', 1, 's1', 0, NULL, NULL, 'café au lait', 'h1', NULL),
-                                                ('b', 2, 's1', 1, NULL, NULL, ' \n\t ', 'h2', NULL)""")
-    con.close()
+    path = v1_workspace(
+        tmp_path / "old",
+        """INSERT INTO shards VALUES ('s1', '/x/old.jsonl', 'old.jsonl', 'jsonl', 'ab', 10, 2, 2, 0, 'ok',
+           now()::TIMESTAMP)""",
+        """INSERT INTO documents VALUES ('a', 1, 's1', 0, NULL, NULL, 'café au lait', 'h1', NULL),
+                                       ('b', 2, 's1', 1, NULL, NULL, ' \n\t ', 'h2', NULL)""")
     ws = Workspace(path)
     ws.ingest([str(write_jsonl(tmp_path / "new.jsonl", [doc(1)]))])  # the first write migrates
     assert ws.sql("SELECT value FROM meta WHERE key = 'schema_version'").item() == str(SCHEMA_VERSION)
