@@ -169,7 +169,7 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
         # Temp tables live outside the transaction, so a failed fast read does not abort it.
         whole_file_error = _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes)
         con.execute("BEGIN")
-        report = _commit_rows(con, uri, shard_id, fields, whole_file_error)
+        report = _commit_rows(con, uri, shard_id, name, fields, whole_file_error)
         fmt = kind + (f"+{compression}" if compression else "")
         con.execute(
             "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
@@ -177,8 +177,10 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_
              {"ingested": "ok"}.get(report.status, report.status)],
         )
         con.execute("COMMIT")
-    except FileNotFoundError as e:
+    except (FileNotFoundError, duckdb.IOException) as e:
         _rollback(con)
+        if os.path.exists(path):
+            raise
         return ShardReport(uri, "missing", shard_id, error=f"{path} vanished while being read: {e}")
     except BaseException:
         _rollback(con)
@@ -250,29 +252,36 @@ def _from_object(j: str, fields: Fields) -> str:
     return ", ".join(cols)
 
 
+# JSON numbers as DuckDB's VARCHAR cast writes them; integer ids are valid, so only a non-integer one is suspect
+NUMBER, NON_INTEGER = r"-?\d+(\.\d+)?([eE][+-]?\d+)?", r"-?\d+(\.\d*)?[.eE][-+\d]*"
+
+
+def _doc_id(name: str) -> str:
+    """SQL over _src: the document id (DESIGN.md: the id field, else shard file name and row)."""
+    return f"""CASE WHEN id IS NULL THEN {_lit(name)} || ':' || "row" ELSE id END"""
+
+
 def _build_stage(con, name: str, fields: Fields, max_doc_bytes: int) -> None:
+    """_stage: per row its id, error and raw text, but not the document: that is read from _src once
+    more when good rows are inserted, so a shard's text is never held in a temporary table."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
-        SELECT "row", raw, error,
-               CASE WHEN id IS NULL THEN {_lit(name)} || ':' || "row" ELSE id END AS doc_id,
-               CASE WHEN error IS NULL THEN text END AS text,
-               CASE WHEN error IS NULL THEN nullif(url, '') END AS url,
-               CASE WHEN error IS NULL AND meta_type = 'OBJECT' THEN meta END AS meta
+        SELECT "row", raw, error, {_doc_id(name)} AS doc_id,
+               error IS NULL AND coalesce(({_coerced('text', NUMBER)}) OR ({_coerced('url', NUMBER)})
+                                          OR ({_coerced('id', NON_INTEGER)}), false) AS suspect
         FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
+
+
+def _coerced(col: str, scalar: str) -> str:
+    """SQL: the value looks like DuckDB's VARCHAR cast of a non-string JSON value (see _recheck)."""
+    return (f"regexp_full_match({col}, '{scalar}|true|false') OR "
+            f"((starts_with({col}, '[') OR starts_with({col}, '{{')) AND json_valid({col}))")
 
 
 def _recheck(con, path: str, fields: Fields, max_doc_bytes: int) -> None:
     """DuckDB turns a JSON number, boolean, array or object into text when asked for VARCHAR. Rows whose
     values could have been such, and rows already in error, are re-read as JSON objects: the wrongly typed
     ones get their error, and every bad row its raw text."""
-    number, non_integer = r"-?\d+(\.\d+)?([eE][+-]?\d+)?", r"-?\d+(\.\d*)?[.eE][-+\d]*"
-
-    def coerced(col: str, scalar: str) -> str:  # how DuckDB's VARCHAR cast of a non-string JSON value looks
-        return (f"regexp_full_match({col}, '{scalar}|true|false') OR "
-                f"((starts_with({col}, '[') OR starts_with({col}, '{{')) AND json_valid({col}))")
-
-    # integer ids are valid, so only a non-integer number makes an id suspect
-    suspects = f"({coerced('text', number)}) OR ({coerced('url', number)}) OR ({coerced('doc_id', non_integer)})"
-    rows = con.execute(f'SELECT "row" FROM _stage WHERE error IS NOT NULL OR {suspects}').fetchall()
+    rows = con.execute('SELECT "row" FROM _stage WHERE error IS NOT NULL OR suspect').fetchall()
     if not rows:
         return
     con.execute("CREATE OR REPLACE TEMP TABLE _suspects AS SELECT unnest(?::BIGINT[]) AS \"row\"",
@@ -283,7 +292,7 @@ def _recheck(con, path: str, fields: Fields, max_doc_bytes: int) -> None:
               FROM read_json_objects({_lit(path)}, format = 'newline_delimited',
                                      maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY)
         WHERE "row" IN (SELECT "row" FROM _suspects)""")
-    con.execute(f"""UPDATE _stage SET error = c.error, raw = c.raw, text = NULL
+    con.execute(f"""UPDATE _stage SET error = c.error, raw = c.raw
         FROM (SELECT "row", raw, {_field_error(fields, max_doc_bytes)} AS error FROM _check) c
         WHERE _stage."row" = c."row" AND c.error IS NOT NULL""")
     con.execute("DROP TABLE _suspects")
@@ -384,7 +393,7 @@ def _field_error(fields: Fields, max_doc_bytes: int) -> str:
     END)"""
 
 
-def _commit_rows(con, uri, shard_id, fields, whole_file_error) -> ShardReport:
+def _commit_rows(con, uri, shard_id, name, fields, whole_file_error) -> ShardReport:
     """Move the good rows of _stage into documents and the rest into quarantine."""
     if whole_file_error:
         con.execute("INSERT INTO quarantine VALUES (?, ?, NULL, NULL, ?)", [shard_id, uri, whole_file_error])
@@ -400,34 +409,30 @@ def _commit_rows(con, uri, shard_id, fields, whole_file_error) -> ShardReport:
     if one(con.execute("SELECT count(*) FROM _stage JOIN documents USING (doc_id) WHERE error IS NULL"))[0]:
         con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
             FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
-    con.register("_hashes", _text_hashes(con))
-    # seq follows ingest order; gaps where rows were quarantined are harmless
+    # seq follows ingest order; gaps where rows were quarantined are harmless. The text is read from _src
+    # again here (see _build_stage); the few bad rows are left out by row number.
+    bad = '(SELECT "row" FROM _stage WHERE error IS NOT NULL)'
     con.execute(f"""INSERT INTO documents
-        SELECT doc_id, (SELECT coalesce(max(seq), 0) FROM documents) + "row" + 1,
-               ?, "row", url, {domain_sql("url")}, text, h.sha256, meta,
+        SELECT {_doc_id(name)}, (SELECT coalesce(max(seq), 0) FROM documents) + "row" + 1,
+               ?, "row", nullif(url, ''), {domain_sql("nullif(url, '')")}, text, sha256(text),
+               CASE WHEN meta_type = 'OBJECT' THEN meta END,
                length(text), strlen(text), regexp_full_match(text, '\\s*')
-        FROM _stage JOIN _hashes h USING ("row") WHERE error IS NULL""", [shard_id])
-    con.unregister("_hashes")
+        FROM _src WHERE "row" NOT IN {bad}""", [shard_id])
+    # A bad row keeps its raw text when it has one; a good row refused here (a repeated id) is written out
+    # from _src (read a third time only when there is such a row).
+    unread = one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0]
+    source = "_src" if unread else "(SELECT * FROM _src LIMIT 0)"
     con.execute(f"""INSERT INTO quarantine
-        SELECT ?, ?, "row",
-               coalesce(raw, CASE WHEN text IS NOT NULL THEN left(json_object(
-                   {_lit(fields.id)}, doc_id, {_lit(fields.text)}, text,
-                   {_lit(fields.url)}, url, {_lit(fields.meta)}, meta)::VARCHAR, {RAW_CAP}) END),
-               error
-        FROM _stage WHERE error IS NOT NULL""", [shard_id, uri])
+        SELECT ?, ?, b."row",
+               coalesce(b.raw, CASE WHEN s.pre_error IS NULL AND s.text IS NOT NULL THEN left(json_object(
+                   {_lit(fields.id)}, b.doc_id, {_lit(fields.text)}, s.text, {_lit(fields.url)}, s.url,
+                   {_lit(fields.meta)}, s.meta)::VARCHAR, {RAW_CAP}) END),
+               b.error
+        FROM _stage b LEFT JOIN {source} s USING ("row")
+        WHERE b.error IS NOT NULL""", [shard_id, uri])
     rows, docs = one(con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage"))
     status = "ingested" if rows == docs else "partial"
     return ShardReport(uri, status, shard_id, rows=rows, documents=docs, quarantined=rows - docs)
-
-
-def _text_hashes(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """SHA-256 of every good row's text, by hashlib (DuckDB's sha256() is several times slower)."""
-    rows, hashes = [], []
-    for batch in con.sql('SELECT "row", text FROM _stage WHERE error IS NULL').to_arrow_reader(BATCH_ROWS):
-        rows.append(batch.column(0))
-        hashes.append(pa.array([hashlib.sha256(t).hexdigest() for t in batch.column(1).cast(pa.binary()).to_pylist()],
-                               pa.string()))
-    return pa.table({"row": pa.chunked_array(rows, pa.int64()), "sha256": pa.chunked_array(hashes, pa.string())})
 
 
 def domain_sql(url: str) -> str:
