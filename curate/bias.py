@@ -192,6 +192,7 @@ class BiasTerms(Detector):
     """Counts lexicon terms per document and group; words per document for 'per million tokens'."""
 
     name = "bias"
+    throughput = 20e6  # chars/s on one core, measured on data/samples
     version = "1"
     tables = {
         "bias_terms": """CREATE TABLE bias_terms (

@@ -691,6 +691,7 @@ SCHEMA = pa.schema([("doc_id", pa.string()), ("license", pa.string()), ("use_cla
 @register
 class Licenses(Detector):
     name = "licenses"
+    throughput = 4e6  # chars/s on one core, measured on data/samples
     version = "2"
     tables = {
         "license_signals": """CREATE TABLE license_signals (

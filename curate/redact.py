@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,10 +33,20 @@ def merge(spans: Sequence[Span]) -> list[Span]:
 
 
 @functools.cache
-def _anonymizer():
-    from presidio_anonymizer import AnonymizerEngine
-
-    return AnonymizerEngine()
+def _presidio() -> tuple[Any, Any, Any]:
+    """(AnonymizerEngine(), OperatorConfig, RecognizerResult). presidio-anonymizer imports presidio-analyzer,
+    and with it spaCy (2.5 s), only for an Azure operator it can do without (the import is guarded): when
+    the analyzer is not loaded yet, that import is declined for the moment the anonymizer loads."""
+    blocked = "presidio_analyzer" not in sys.modules
+    if blocked:
+        sys.modules["presidio_analyzer"] = None  # type: ignore[assignment]  # makes `import` raise ImportError
+    try:
+        from presidio_anonymizer import AnonymizerEngine
+        from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
+    finally:
+        if blocked:
+            del sys.modules["presidio_analyzer"]
+    return AnonymizerEngine(), OperatorConfig, RecognizerResult
 
 
 def redact(text: str, spans: Sequence[Span]) -> str:
@@ -45,11 +56,10 @@ def redact(text: str, spans: Sequence[Span]) -> str:
     merged = [m for m in merged if m[0] < m[1]]
     if not merged:
         return text
-    from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
-
-    results = [RecognizerResult(kind, start, end, 1.0) for start, end, kind in merged]
-    operators = {kind: OperatorConfig("replace", {"new_value": f"<{kind}>"}) for _, _, kind in merged}
-    return _anonymizer().anonymize(text, results, operators=operators, merge_entities_with_spaces=False).text
+    engine, operator_config, recognizer_result = _presidio()
+    results = [recognizer_result(kind, start, end, 1.0) for start, end, kind in merged]
+    operators = {kind: operator_config("replace", {"new_value": f"<{kind}>"}) for _, _, kind in merged}
+    return engine.anonymize(text, results, operators=operators, merge_entities_with_spaces=False).text
 
 
 REDACTIONS_TYPE = 'STRUCT(entity_type VARCHAR, "start" BIGINT, "end" BIGINT)[]'

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ log = logging.getLogger("curate")
 # Modules whose detectors ship with curate; each registers its classes on import.
 BUILTIN_MODULES = ("curate.dedup", "curate.quality", "curate.licenses", "curate.optout", "curate.bias", "curate.pii")
 BATCH_ROWS = 1000
+POOL_MIN_SECONDS = 3.0
 MIN_BATCH_ROWS = 64
 WINDOW_ROWS = 10 * BATCH_ROWS  # documents read (and sorted) at a time for a stage
 
@@ -51,6 +53,9 @@ class Detector:
     after: ClassVar[tuple[str, ...]] = ()  # stages whose signals this one reads
     lookups: ClassVar[dict[str, str]] = {}  # extra batch column -> "table.column" by doc_id (NULL if absent)
     signals: ClassVar[str | None] = None  # SELECT doc_id, ... feeding the policy's `signals` view
+    # Rough chars per second of `__call__` on one core (0: unknown). A process pool costs about a second to
+    # start: work this stage would finish in under POOL_MIN_SECONDS runs in-process instead.
+    throughput: ClassVar[float] = 0.0
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = dict(config or {})
@@ -191,34 +196,22 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, workers: int | None
     started = time.monotonic()
     fp = det.fingerprint()
     todo = con.execute(
-        """SELECT s.shard_id, s.documents FROM shards s
+        """SELECT s.shard_id, s.documents, (SELECT sum(chars) FROM documents d WHERE d.shard_id = s.shard_id)
+           FROM shards s
            WHERE s.documents > 0 AND NOT EXISTS (
                SELECT 1 FROM stage_runs r WHERE r.stage = ? AND r.shard_id = s.shard_id AND r.fingerprint = ?)
            ORDER BY s.ingested_at, s.shard_id""",
         [det.name, fp],
     ).fetchall()
     if det.output is not None and todo:
-        total = sum(n for _, n in todo)
-        with _Pool(det, workers, total) as pool, _bar(det.name, total, progress) as bar:
-            for shard_id, docs in todo:
-                t0 = time.monotonic()
-                con.execute("BEGIN")
-                try:
-                    _forget(con, det, shard_id)
-                    n, errors = _process_shard(con, det, shard_id, pool.batch_rows(docs), pool, bar)
-                    con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
-                                [det.name, shard_id, fp, n, time.monotonic() - t0])
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                report.shards += 1
-                report.documents += n
-                report.errors += errors
+        total = sum(n for _, n, _ in todo)
+        with _Pool(det, workers, total, sum(c or 0 for *_, c in todo)) as pool, \
+                _bar(det.name, total, progress) as bar:
+            _process(con, det, todo, fp, pool, bar, report)
     elif det.output is None:
         # SQL-only stage: nothing per document, but record that it saw these shards.
         con.execute("BEGIN")
-        for shard_id, n in todo:
+        for shard_id, n, _ in todo:
             con.execute("DELETE FROM stage_runs WHERE stage = ? AND shard_id = ?", [det.name, shard_id])
             con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, 0, now()::TIMESTAMP)",
                         [det.name, shard_id, fp, n])
@@ -255,24 +248,25 @@ def _lookup_columns(con, det: Detector) -> list[str]:
     return out
 
 
-def _process_shard(con, det: Detector, shard_id: str, batch_rows: int, pool: _Pool, bar) -> tuple[int, int]:
-    cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
-    reader = con.cursor()
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        # Windows of seq (contiguous per shard): sorting a whole shard first would keep the workers
-        # idle until all of its text is read. Literals, not parameters: DuckDB 1.5 pushes only
-        # those into the scan, where zone maps skip other row groups (5 s instead of 0.6 s per 100k rows).
-        lo, hi = one(con.execute("SELECT min(seq), max(seq) FROM documents WHERE shard_id = ?", [shard_id]))
-        shard = "'" + shard_id.replace("'", "''") + "'"
-        for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
-            yield from reader.sql(
-                f'SELECT {cols} FROM documents d WHERE shard_id = {shard} AND seq >= {start} '
-                f'AND seq < {start + WINDOW_ROWS} ORDER BY "row"').to_arrow_reader(batch_rows)
-
+def _process(con, det: Detector, todo: list[tuple], fp: str, pool: _Pool, bar, report: StageReport) -> None:
+    """Results of every shard, one transaction per shard. The workers run ahead into the next shard while
+    a shard's last results are written, so a shard boundary never leaves them idle."""
+    shard_id, t0, n, errors = None, 0.0, 0, 0
     try:
-        n = errors = 0
-        for batch, result in pool.map(batches()):
+        for key, batch, result in pool.map(_batches(con, det, todo, pool)):
+            if key != shard_id:
+                con.execute("BEGIN")
+                _forget(con, det, key)
+                shard_id, t0, n, errors = key, time.monotonic(), 0, 0
+            if batch is None:  # the shard is complete
+                con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                            [det.name, shard_id, fp, n, time.monotonic() - t0])
+                con.execute("COMMIT")
+                shard_id = None
+                report.shards += 1
+                report.documents += n
+                report.errors += errors
+                continue
             n += batch.num_rows
             if isinstance(result, BaseException):
                 errors += _isolate(con, det, batch)
@@ -281,9 +275,31 @@ def _process_shard(con, det: Detector, shard_id: str, batch_rows: int, pool: _Po
                 con.execute(f'INSERT INTO "{det.output}" BY NAME SELECT * FROM _rows')
                 con.unregister("_rows")
             bar(batch.num_rows)
+    except BaseException:
+        if shard_id is not None:
+            con.execute("ROLLBACK")
+        raise
+
+
+def _batches(con, det: Detector, todo: list[tuple], pool: _Pool) -> Iterator[tuple[str, pa.RecordBatch | None]]:
+    """(shard_id, batch) for every batch of every shard, then (shard_id, None) when the shard is done."""
+    cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
+    reader = con.cursor()
+    try:
+        for shard_id, docs, _ in todo:
+            # Windows of seq (contiguous per shard): sorting a whole shard first would keep the workers
+            # idle until all of its text is read. Literals, not parameters: DuckDB 1.5 pushes only
+            # those into the scan, where zone maps skip other row groups (5 s instead of 0.6 s per 100k rows).
+            lo, hi = one(reader.execute("SELECT min(seq), max(seq) FROM documents WHERE shard_id = ?", [shard_id]))
+            shard = "'" + shard_id.replace("'", "''") + "'"
+            for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
+                for batch in reader.sql(f'SELECT {cols} FROM documents d WHERE shard_id = {shard} AND seq >= {start} '
+                                        f'AND seq < {start + WINDOW_ROWS} ORDER BY "row"'
+                                        ).to_arrow_reader(pool.batch_rows(docs)):
+                    yield shard_id, batch
+            yield shard_id, None
     finally:
         reader.close()
-    return n, errors
 
 
 def _isolate(con, det: Detector, batch: pa.RecordBatch) -> int:
@@ -323,10 +339,12 @@ def _work(batch: pa.RecordBatch) -> pa.Table | None:
 class _Pool:
     """Maps a detector over batches, in order; in-process for one worker or little work."""
 
-    def __init__(self, det: Detector, workers: int | None, total_docs: int):
+    def __init__(self, det: Detector, workers: int | None, total_docs: int, total_chars: int = 0):
         self.det = det
-        n = workers or int(os.environ.get("CURATE_WORKERS", 0)) or os.cpu_count() or 1
-        self.workers = 1 if total_docs <= BATCH_ROWS else n
+        asked = workers or int(os.environ.get("CURATE_WORKERS", 0))
+        n = asked or os.cpu_count() or 1
+        quick = not asked and det.throughput > 0 and total_chars / det.throughput < POOL_MIN_SECONDS
+        self.workers = 1 if total_docs <= BATCH_ROWS or quick else n
         self.executor: ProcessPoolExecutor | None = None
 
     def batch_rows(self, docs: int) -> int:
@@ -346,29 +364,30 @@ class _Pool:
         if self.executor:
             self.executor.shutdown(cancel_futures=True)
 
-    def map(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, Any]]:
-        """Yields (batch, rows or the exception it raised), keeping a bounded number in flight."""
+    def map(self, items: Iterable[tuple[str, pa.RecordBatch | None]]) -> Iterator[tuple[str, Any, Any]]:
+        """Yields (key, batch, rows or the exception it raised) in order, keeping a bounded number in flight;
+        an item without a batch (a marker) passes through as (key, None, None)."""
         if self.executor is None:
-            for batch in batches:
+            for key, batch in items:
                 try:
-                    yield batch, self.det(batch)
+                    yield key, batch, None if batch is None else self.det(batch)
                 except Exception as e:  # noqa: BLE001
-                    yield batch, e
+                    yield key, batch, e
             return
-        pending: list[tuple[pa.RecordBatch, Future]] = []
-        for batch in batches:
-            pending.append((batch, self.executor.submit(_work, batch)))
-            if len(pending) >= 2 * self.workers:
-                yield _result(*pending.pop(0))
+        pending: deque[tuple[str, pa.RecordBatch | None, Future | None]] = deque()
+        for key, batch in items:
+            pending.append((key, batch, None if batch is None else self.executor.submit(_work, batch)))
+            if len(pending) > 2 * self.workers:
+                yield _result(*pending.popleft())
         while pending:
-            yield _result(*pending.pop(0))
+            yield _result(*pending.popleft())
 
 
-def _result(batch: pa.RecordBatch, fut: Future) -> tuple[pa.RecordBatch, Any]:
+def _result(key: str, batch: pa.RecordBatch | None, fut: Future | None) -> tuple[str, Any, Any]:
     try:
-        return batch, fut.result()
+        return key, batch, None if fut is None else fut.result()
     except Exception as e:  # noqa: BLE001
-        return batch, e
+        return key, batch, e
 
 
 class _bar:

@@ -11,6 +11,7 @@ from ..text import content_hash
 @register
 class ExactDedup(Detector):
     name = "dedup_exact"
+    throughput = 30e6  # chars/s on one core, measured on data/samples
     version = "1"
     tables = {
         "dedup_exact": """CREATE TABLE dedup_exact (

@@ -57,6 +57,7 @@ class _WritersOf:
 @register
 class FuzzyDedup(Detector):
     name = "dedup_fuzzy"
+    throughput = 15e6  # chars/s on one core, measured on data/samples
     version = "1"
     schema_version = 3
     tables: ClassVar[dict[str, str]] = {

@@ -92,6 +92,7 @@ def _authors(meta: Any) -> list[str]:
 @register
 class OptOut(Detector):
     name = "optout"
+    throughput = 15e6  # chars/s on one core, measured on data/samples
     version = "1"
     schema_version = 1
     columns = ("doc_id", "url", "meta")

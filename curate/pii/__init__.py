@@ -47,6 +47,7 @@ def is_binary(text: str) -> bool:
 @register
 class PiiDetector(Detector):
     name = "pii"
+    throughput = 0.15e6  # chars/s on one core, measured on data/samples
     version = "1"
     tables = {
         "pii_spans": """CREATE TABLE pii_spans (

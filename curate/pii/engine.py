@@ -108,7 +108,7 @@ class LinePhoneRecognizer(PhoneRecognizer):
         for region in self.supported_regions:
             least = _min_phone_digits(region)
             for start, end in lines_around(text, [(s, e) for s, e, digits in runs if digits >= least]):
-                for match in phonenumbers.PhoneNumberMatcher(text[start:end], region, leniency=self.leniency):
+                for match in CachedPhoneMatcher(text[start:end], region, leniency=self.leniency):
                     match.start, match.end = match.start + start, match.end + start
                     try:  # as Presidio does: the region the number itself names, else the one searched
                         found = phonenumbers.region_code_for_number(phonenumbers.parse(text[match.start:match.end]))
@@ -116,6 +116,27 @@ class LinePhoneRecognizer(PhoneRecognizer):
                         found = region
                     results.append(self._get_recognizer_result(match, text, found, nlp_artifacts))
         return EntityRecognizer.remove_duplicates(results)
+
+
+PHONE_CACHE: dict[tuple[str, str, int, str, str], Any] = {}  # per process; cleared when it grows past 200k
+
+
+class CachedPhoneMatcher(phonenumbers.PhoneNumberMatcher):
+    """phonenumbers' matcher remembering what each candidate parses to: changelogs and logs repeat their
+    dates, times and version numbers, and parsing them once per region is most of the phone cost. A
+    verdict depends only on the candidate, region, leniency and the characters either side of it."""
+
+    def _parse_and_verify(self, candidate, offset):
+        end = offset + len(candidate)
+        key = (candidate, self.preferred_region, self.leniency,
+               self.text[offset - 1] if offset > 0 else "", self.text[end] if end < len(self.text) else "")
+        if key not in PHONE_CACHE:
+            if len(PHONE_CACHE) > 200_000:
+                PHONE_CACHE.clear()
+            match = super()._parse_and_verify(candidate, offset)
+            PHONE_CACHE[key] = None if match is None else match.number
+        number = PHONE_CACHE[key]
+        return None if number is None else phonenumbers.PhoneNumberMatch(offset, candidate, number)
 
 
 class SecretRecognizer(PatternRecognizer):
