@@ -356,6 +356,7 @@ class _Pool:
 
     def __enter__(self) -> _Pool:
         if self.workers > 1:
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one worker per core already: no BLAS threads
             self.executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                                 initializer=_init_worker, initargs=(self.det,))
         return self

@@ -42,6 +42,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.lang.lex_attrs import is_punct
+from thinc.api import NumpyOps, set_current_ops
 
 from .spec import entity_set, load_recognizers, recognizers_path, secret_types  # noqa: F401 (re-exported)
 
@@ -171,6 +172,9 @@ class NerOnlyNlpEngine(SpacyNlpEngine):
     """spaCy with only its `ner` pipe (which has its own tok2vec): the same entities, a third of the work."""
 
     def load(self) -> None:
+        # thinc's default matrix multiply (blis) runs at a sixth of numpy's on these machines: the same
+        # entities, NER 20% faster (one thread per worker process: see stages._Pool)
+        set_current_ops(NumpyOps(use_blis=False))
         self.nlp = {m["lang_code"]: spacy.load(m["model_name"], exclude=list(NON_NER_PIPES)) for m in self.models}
 
     def _doc_to_nlp_artifact(self, doc, language):
