@@ -162,7 +162,9 @@ class Words:
         tokenises each run of non-space characters and each run of whitespace on its own (a single ' '
         after a word only marks that word), so a text's tokens are its spans' tokens, shifted. Real text
         repeats its spans: a known one costs a dict lookup, and the new ones of a batch go through spaCy
-        together, joined by spaces."""
+        together. The one difference: spaCy can also apply a special case across a space, so after a
+        span ending in an apostrophe, "'d" stays one token here where spaCy splits it (none of the
+        2,240 sample documents has such a place)."""
         if len(self.nlp.vocab) > MAX_VOCAB or len(self.span_ids) > MAX_VOCAB:  # caches grow with new strings
             self._load()
         runs, new = [], {}

@@ -126,6 +126,22 @@ FAMILIES = {
 }
 
 
+def test_tokens_are_spacys_whatever_was_cached_before(words):
+    import spacy
+
+    texts = ["  leading spaces", " ", "", "a  b\tc", "x \n y ", "\u00a0a\u2003b ", "end ", "than a 'd'.",
+             "a.m. (e.g.) don't 'quote' :) 10km $5 U.S.", "tab\tx\u3000y", " \n", "C++ -- e-mail <a@b.org>,",
+             "'d'. Mr. Smith's", "x' 'y", "it's ''quoted'' here", "http://example.org/x?y=1 (see: https://a.b/c)."]
+    reference = spacy.blank("en").tokenizer
+    # twice, in two orders: a span first seen next to another one must tokenise as on its own
+    for batch in (texts, texts[::-1]):
+        for text, toks in zip(batch, words.tokenize(batch), strict=True):
+            doc = reference(text)
+            assert [text[i:i + n] for i, n in zip(toks.idx.tolist(), toks.length.tolist(), strict=True)] == \
+                [t.text for t in doc], text
+            assert toks.punct.tolist() == [t.is_punct for t in doc], text
+
+
 def test_default_rules_agree_with_datatrove(sample_ws):
     """The default rules drop a sample document exactly where DataTrove's filter (same thresholds) would."""
     filters = pytest.importorskip("datatrove.pipeline.filters")
