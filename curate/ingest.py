@@ -264,7 +264,7 @@ def _doc_id(name: str) -> str:
 
 
 def _build_stage(con, name: str, fields: Fields, max_doc_bytes: int) -> None:
-    """_stage: per row its id, error and raw text, but not the document: that is read from _src once
+    """_stage: per row its id, error and (for a bad row) raw text, but not the document: that is read from _src once
     more when good rows are inserted, so a shard's text is never held in a temporary table."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
         SELECT "row", raw, error, {_doc_id(name)} AS doc_id,
@@ -445,7 +445,7 @@ def _sha256_hex(texts: pa.Array) -> pa.Array:
         arr = arr.combine_chunks()
     offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8).tolist()
     data = memoryview(arr.buffers()[2] or b"")
-    out = [hashlib.sha256(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=False)]
+    out = [hashlib.sha256(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
     return pa.array(out, pa.string(), mask=arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None)
 
 

@@ -139,8 +139,8 @@ class Words:
             pos = np.cumsum(lengths + 1) - lengths - 1
             arr = self._array("\n".join(words))
             k = np.searchsorted(pos, arr[:, 1].astype(np.int64), "right") - 1
-            arr = arr[arr[:, 1].astype(np.int64) < pos[k] + lengths[k]]  # the line breaks out
-            k = np.searchsorted(pos, arr[:, 1].astype(np.int64), "right") - 1
+            inside = arr[:, 1].astype(np.int64) < pos[k] + lengths[k]  # the line breaks out
+            arr, k = arr[inside], k[inside]
             arr[:, 1] -= pos[k].astype(np.uint64)
             if (arr[:, 1] + arr[:, 2] > lengths[k].astype(np.uint64)).any():  # a token across spans: never seen
                 tokens = {w: self._array(w) for w in words}
