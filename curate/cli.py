@@ -599,7 +599,11 @@ def optout_apply(
 
 
 def main() -> None:
+    from .db import hide_pandas
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if sys.argv[1:2] != ["validate"]:  # Great Expectations needs pandas; no other command does
+        hide_pandas()
     app()
 
 

@@ -532,6 +532,7 @@ class Quality(Detector):
     """Per document: every Gopher/C4/FineWeb metric, the language (lid.176), and the learned score."""
 
     name = "quality"
+    preload = ("spacy.lang.en", "spacy.pipeline.sentencizer", "fasttext")
     throughput = 0.8e6  # chars/s on one core, measured on data/samples
     version = "1"
     tables = {"quality": _ddl()}

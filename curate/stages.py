@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import forkserver, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -56,6 +57,8 @@ class Detector:
     # Rough chars per second of `__call__` on one core (0: unknown). A process pool costs about a second to
     # start: work this stage would finish in under POOL_MIN_SECONDS runs in-process instead.
     throughput: ClassVar[float] = 0.0
+    # Modules its workers import (spaCy, Presidio, ...): the worker server imports them once, not each pool.
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = dict(config or {})
@@ -180,7 +183,10 @@ def run(
     ruleset = load_rules(rules)
     summary = RunSummary()
     with ws.connect(write=True) as con:
-        for det in detectors(ruleset.raw, stages):
+        dets = detectors(ruleset.raw, stages)
+        if any(_Pool(det, workers, *_todo_totals(con, det)).workers > 1 for det in dets if det.output):
+            start_worker_server(dets)  # its imports overlap the stages that run in-process
+        for det in dets:
             summary.stages.append(run_stage(con, det, workers=workers, progress=progress))
     summary.decisions = decide(ws, rules)
     out = Path(manifest) if manifest else ws.path / "manifest"
@@ -195,14 +201,7 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, workers: int | None
     report = StageReport(det.name)
     started = time.monotonic()
     fp = det.fingerprint()
-    todo = con.execute(
-        """SELECT s.shard_id, s.documents, (SELECT sum(chars) FROM documents d WHERE d.shard_id = s.shard_id)
-           FROM shards s
-           WHERE s.documents > 0 AND NOT EXISTS (
-               SELECT 1 FROM stage_runs r WHERE r.stage = ? AND r.shard_id = s.shard_id AND r.fingerprint = ?)
-           ORDER BY s.ingested_at, s.shard_id""",
-        [det.name, fp],
-    ).fetchall()
+    todo = _todo(con, det.name, fp)
     if det.output is not None and todo:
         total = sum(n for _, n, _ in todo)
         with _Pool(det, workers, total, sum(c or 0 for *_, c in todo)) as pool, \
@@ -225,6 +224,23 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, workers: int | None
         raise
     report.seconds = time.monotonic() - started
     return report
+
+
+def _todo(con: duckdb.DuckDBPyConnection, stage: str, fp: str) -> list[tuple[str, int, int | None]]:
+    """(shard_id, documents, chars) of the shards the stage has not processed with this fingerprint."""
+    return con.execute(
+        """SELECT s.shard_id, s.documents, (SELECT sum(chars) FROM documents d WHERE d.shard_id = s.shard_id)
+           FROM shards s
+           WHERE s.documents > 0 AND NOT EXISTS (
+               SELECT 1 FROM stage_runs r WHERE r.stage = ? AND r.shard_id = s.shard_id AND r.fingerprint = ?)
+           ORDER BY s.ingested_at, s.shard_id""",
+        [stage, fp],
+    ).fetchall()
+
+
+def _todo_totals(con: duckdb.DuckDBPyConnection, det: Detector) -> tuple[int, int]:
+    todo = _todo(con, det.name, det.fingerprint())
+    return sum(n for _, n, _ in todo), sum(c or 0 for *_, c in todo)
 
 
 def _forget(con: duckdb.DuckDBPyConnection, det: Detector, shard_id: str) -> None:
@@ -326,9 +342,28 @@ def _isolate(con, det: Detector, batch: pa.RecordBatch) -> int:
 _WORKER: Detector | None = None
 
 
-def _init_worker(det: Detector) -> None:
+def worker_context(dets: Sequence[Detector] = ()) -> BaseContext:
+    """Workers fork from a server process that imports the stages' modules once (forkserver): the main
+    process holds DuckDB's threads, so it must not fork, and spawning would import spaCy anew per pool.
+    The modules to preload can only be set before the server starts."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one worker per core already: no BLAS threads
+    ctx = get_context("forkserver")
+    if dets:
+        ctx.set_forkserver_preload(sorted({"curate.stages", *BUILTIN_MODULES, *(m for d in dets for m in d.preload)}))
+    return ctx
+
+
+def start_worker_server(dets: Sequence[Detector]) -> None:
+    """Start the worker server now, so that its imports run while this process works."""
+    worker_context(dets)
+    forkserver.ensure_running()
+
+
+def _init_worker(det: Detector, env: dict[str, str]) -> None:
     global _WORKER
     _WORKER = det
+    os.environ.clear()  # the pool's environment, not the server's (CURATE_RULES_DIR may have changed since)
+    os.environ.update(env)
 
 
 def _work(batch: pa.RecordBatch) -> pa.Table | None:
@@ -356,9 +391,8 @@ class _Pool:
 
     def __enter__(self) -> _Pool:
         if self.workers > 1:
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one worker per core already: no BLAS threads
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                                initializer=_init_worker, initargs=(self.det,))
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=worker_context([self.det]),
+                                                initializer=_init_worker, initargs=(self.det, dict(os.environ)))
         return self
 
     def __exit__(self, *exc: object) -> None:
