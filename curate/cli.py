@@ -599,11 +599,13 @@ def optout_apply(
 
 
 def main() -> None:
-    from .db import hide_pandas
+    from .hidden import hide
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if sys.argv[1:2] != ["validate"]:  # Great Expectations needs pandas; no other command does
-        hide_pandas()
+    # DuckDB 1.5 imports pandas (0.6 s) at a process's first bound parameter, only to compare the value with
+    # pandas.NaT. Great Expectations (`validate`) needs pandas; no other command does.
+    if sys.argv[1:2] != ["validate"]:
+        hide("pandas")
     app()
 
 

@@ -2,25 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.abc
-import sys
 from collections.abc import Iterator
 from typing import Any
-
-
-class _HiddenPandas(importlib.abc.MetaPathFinder):
-    """Makes `import pandas` fail as if pandas were not installed."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name.split(".")[0] == "pandas":
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden by curate)", name=name)
-
-
-def hide_pandas() -> None:
-    """DuckDB 1.5 imports pandas (0.6 s) at a process's first bound parameter, only to compare the value
-    with pandas.NaT. A process that never uses pandas hides it: DuckDB and pyarrow then do without."""
-    if "pandas" not in sys.modules and not any(isinstance(f, _HiddenPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _HiddenPandas())
 
 
 def one(result: Any) -> tuple | None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from .hidden import hidden
 
 Span = tuple[int, int, str]  # start, end (code points), entity type
 
@@ -35,17 +36,11 @@ def merge(spans: Sequence[Span]) -> list[Span]:
 @functools.cache
 def _presidio() -> tuple[Any, Any, Any]:
     """(AnonymizerEngine(), OperatorConfig, RecognizerResult). presidio-anonymizer imports presidio-analyzer,
-    and with it spaCy (2.5 s), only for an Azure operator it can do without (the import is guarded): when
-    the analyzer is not loaded yet, that import is declined for the moment the anonymizer loads."""
-    blocked = "presidio_analyzer" not in sys.modules
-    if blocked:
-        sys.modules["presidio_analyzer"] = None  # type: ignore[assignment]  # makes `import` raise ImportError
-    try:
+    and with it spaCy (2.5 s), only for an Azure operator it can do without (the import is guarded), so the
+    analyzer stays hidden while the anonymizer loads (a no-op when it is loaded already)."""
+    with hidden("presidio_analyzer"):
         from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
-    finally:
-        if blocked:
-            del sys.modules["presidio_analyzer"]
     return AnonymizerEngine(), OperatorConfig, RecognizerResult
 
 

@@ -184,7 +184,7 @@ def run(
     summary = RunSummary()
     with ws.connect(write=True) as con:
         dets = detectors(ruleset.raw, stages)
-        if any(_Pool(det, workers, *_todo_totals(con, det)).workers > 1 for det in dets if det.output):
+        if any(det.output and _pool_size(det, workers, *_todo_totals(con, det)) > 1 for det in dets):
             start_worker_server(dets)  # its imports overlap the stages that run in-process
         for det in dets:
             summary.stages.append(run_stage(con, det, workers=workers, progress=progress))
@@ -342,14 +342,21 @@ def _isolate(con, det: Detector, batch: pa.RecordBatch) -> int:
 _WORKER: Detector | None = None
 
 
-def worker_context(dets: Sequence[Detector] = ()) -> BaseContext:
+def _pool_size(det: Detector, workers: int | None, total_docs: int, total_chars: int) -> int:
+    """Worker processes for this much work: one (in-process) for a batch or less, or for work the stage would
+    finish in under POOL_MIN_SECONDS, unless the user asked for workers (`--workers`, CURATE_WORKERS)."""
+    asked = workers or int(os.environ.get("CURATE_WORKERS", 0))
+    quick = not asked and det.throughput > 0 and total_chars / det.throughput < POOL_MIN_SECONDS
+    return 1 if total_docs <= BATCH_ROWS or quick else asked or os.cpu_count() or 1
+
+
+def worker_context(dets: Sequence[Detector]) -> BaseContext:
     """Workers fork from a server process that imports the stages' modules once (forkserver): the main
     process holds DuckDB's threads, so it must not fork, and spawning would import spaCy anew per pool.
     The modules to preload can only be set before the server starts."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one worker per core already: no BLAS threads
     ctx = get_context("forkserver")
-    if dets:
-        ctx.set_forkserver_preload(sorted({"curate.stages", *BUILTIN_MODULES, *(m for d in dets for m in d.preload)}))
+    ctx.set_forkserver_preload(sorted({"curate.stages", *BUILTIN_MODULES, *(m for d in dets for m in d.preload)}))
     return ctx
 
 
@@ -376,10 +383,7 @@ class _Pool:
 
     def __init__(self, det: Detector, workers: int | None, total_docs: int, total_chars: int = 0):
         self.det = det
-        asked = workers or int(os.environ.get("CURATE_WORKERS", 0))
-        n = asked or os.cpu_count() or 1
-        quick = not asked and det.throughput > 0 and total_chars / det.throughput < POOL_MIN_SECONDS
-        self.workers = 1 if total_docs <= BATCH_ROWS or quick else n
+        self.workers = _pool_size(det, workers, total_docs, total_chars)
         self.executor: ProcessPoolExecutor | None = None
 
     def batch_rows(self, docs: int) -> int:
