@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from curate.bias import RUST_BOUNDARY, load_lexicons, match, prepare
+from curate.stages.bias.stage import RUST_BOUNDARY, load_lexicons, match, prepare
 
 
 def texts(samples: Path) -> list[str]:

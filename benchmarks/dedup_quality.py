@@ -3,7 +3,7 @@
 Data: real documents of this machine (man pages, /usr/share/doc, data/samples; see dedup_corpus.py) and
 copies with controlled edits (words replaced or deleted, lines appended or removed, paragraphs
 reordered, case and spacing changed), some edited again (chains). Ground truth: the exact Jaccard
-of word 5-gram shingle sets (curate.dedup.minhash.shingles) over ALL pairs of documents, computed as a
+of word 5-gram shingle sets (curate.stages.dedup_fuzzy.minhash.shingles) over ALL pairs of documents, computed as a
 sparse matrix product. Targets: document-level F1 >= 0.95 for "has a near-duplicate" and >= 95% of
 true pairs in one cluster.
 
@@ -73,9 +73,11 @@ def run_curate(docs: list[tuple[str, str]]) -> tuple[list[int], list[tuple[int, 
         ws.ingest([str(shard)])
         t0 = time.perf_counter()
         with ws.connect(write=True) as con:
-            from curate.stages import detectors, run_stage
+            from curate.core.executors import executor
+            from curate.core.runner import run_stage
+            from curate.core.stage import detectors
 
-            run_stage(con, detectors({"stages": _rules_stages()}, ["dedup_fuzzy"])[0], workers=2)
+            run_stage(con, detectors({"stages": _rules_stages()}, ["dedup_fuzzy"])[0], executor("local", 2))
         seconds = time.perf_counter() - t0
         label = [-1] * len(docs)
         for d, c in ws.sql("SELECT doc_id, cluster_id FROM dedup_fuzzy").iter_rows():
@@ -85,7 +87,7 @@ def run_curate(docs: list[tuple[str, str]]) -> tuple[list[int], list[tuple[int, 
 
 
 def _rules_stages() -> dict:
-    from curate.policy import load_rules
+    from curate.core.policy import load_rules
 
     return load_rules().raw.get("stages", {})
 

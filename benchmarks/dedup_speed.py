@@ -1,6 +1,6 @@
 """Throughput and peak memory of near-duplicate detection: curate's dedup_fuzzy stage vs a straightforward
 datasketch pipeline (per document: shingles, MinHash.update_batch, MinHashLSH query + insert; union-find),
-on the same documents, shingles (word 5-grams, curate.dedup.minhash.shingles) and permutations (128,
+on the same documents, shingles (word 5-grams, curate.stages.dedup_fuzzy.minhash.shingles) and permutations (128,
 seed 1, datasketch's affine32 scheme), in one run.
 
 Documents of ~3 KB of real text (dedup_corpus.py: man pages, /usr/share/doc, data/samples; each paragraph
@@ -119,9 +119,11 @@ def _write(out: Path, k: int, ids: list[str], texts: list[str]) -> Path:
 # -- the two sides, each in its own process ---------------------------------------------------------
 def child_curate(ws_dir: Path, shards: list[Path], workers: int) -> dict:
     from curate import Workspace
-    from curate.db import one
-    from curate.policy import load_rules
-    from curate.stages import detectors, run_stage
+    from curate.core.db import one
+    from curate.core.executors import executor
+    from curate.core.policy import load_rules
+    from curate.core.runner import run_stage
+    from curate.core.stage import detectors
 
     shutil.rmtree(ws_dir, ignore_errors=True)
     ws = Workspace.init(ws_dir)
@@ -131,7 +133,7 @@ def child_curate(ws_dir: Path, shards: list[Path], workers: int) -> dict:
     det = detectors(load_rules().raw, ["dedup_fuzzy"])[0]
     t0, cpu0 = time.perf_counter(), _cpu()
     with ws.connect(write=True) as con:
-        report = run_stage(con, det, workers=workers)
+        report = run_stage(con, det, executor("local", workers))
         clusters, clustered, pairs = one(con.execute(
             "SELECT count(DISTINCT cluster_id), count(*), (SELECT count(*) FROM dedup_pairs) FROM dedup_fuzzy"))
     seconds = time.perf_counter() - t0
@@ -144,7 +146,7 @@ def child_curate(ws_dir: Path, shards: list[Path], workers: int) -> dict:
 def child_datasketch(shards: list[Path], limit: int) -> dict:
     from datasketch import MinHash, MinHashLSH
 
-    from curate.dedup.minhash import shingles
+    from curate.stages.dedup_fuzzy.minhash import shingles
 
     t0, cpu0 = time.perf_counter(), _cpu()
     lsh = MinHashLSH(threshold=0.8, num_perm=128)

@@ -18,7 +18,7 @@ run of every stage.
 
 With --keep an existing workspace of the right size is reused (only the timings after the full run
 are repeated). When the near-duplicate stage (dedup_fuzzy) is left out, its LSH band index is built
-here from curate.dedup.minhash, untimed, so `work` entries take the same path as in production.
+here from curate.stages.dedup_fuzzy.minhash, untimed, so `work` entries take the same path as in production.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from curate import Workspace  # noqa: E402
-from curate.optout import registry  # noqa: E402
-from curate.optout.apply import apply  # noqa: E402
+from curate.stages.optout import registry  # noqa: E402
+from curate.stages.optout.reapply import apply  # noqa: E402
 
 FIRST = ["José", "María", "Zoë", "Søren", "Łukasz", "Anaïs", "Björn", "Chloé", "Dušan", "Émile", "François", "Gülşen",
          "Håkon", "Inès", "Jürgen", "Kateřina", "Léa", "Miloš", "Noémie", "Ömer", "Pål", "Renée", "Sébastien",
@@ -194,7 +194,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def build_band_index(ws: Workspace) -> float:
-    """Stand-in for the dedup_fuzzy stage when it is not registered: its LSH bands, from curate.dedup.minhash."""
+    """Stand-in for the dedup_fuzzy stage when it is not registered: its LSH bands (minhash)."""
     from curate.dedup import minhash
 
     t0 = time.monotonic()
@@ -243,7 +243,7 @@ def main() -> None:
         ws.ingest([str(d / "shards")])
         state = {"docs": args.docs, "ingest_s": time.monotonic() - t}
         print(f"ingest: {state['ingest_s']:.1f}s", flush=True)
-        from curate.stages import load_builtin
+        from curate.core.stage import load_builtin
 
         if "dedup_fuzzy" not in load_builtin() or "dedup_fuzzy" in args.skip_stages:
             state["band_index_s"] = build_band_index(ws)

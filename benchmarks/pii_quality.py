@@ -252,7 +252,7 @@ def main() -> None:
     ap.add_argument("--errors", metavar="TYPE", help="also print curate's misses and false positives of a type "
                                                      "(sample data and generated values only)")
     args = ap.parse_args()
-    from curate.pii.engine import BatchAnalyzer, analyzer, entity_set, load_recognizers, recognizers_path
+    from curate.stages.pii.engine import BatchAnalyzer, analyzer, entity_set, load_recognizers, recognizers_path
 
     rng = random.Random(args.seed)
     trailers = changelog_cases(args.trailers)

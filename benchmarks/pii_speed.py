@@ -100,7 +100,7 @@ class PeakRss:
 
 
 def run_naive(docs: list[str]) -> dict:
-    from curate.pii.engine import analyzer, entity_set, load_recognizers, recognizers_path
+    from curate.stages.pii.engine import analyzer, entity_set, load_recognizers, recognizers_path
 
     spec = load_recognizers(recognizers_path())
     with PeakRss() as rss:

@@ -41,9 +41,9 @@ def main() -> None:
     from datatrove.data import Document
 
     from curate import Workspace
-    from curate.policy import decide
-    from curate.quality import Quality
-    from curate.stages import run_stage
+    from curate.core.pipeline import decide
+    from curate.core.runner import run_stage
+    from curate.stages.quality.stage import Quality
 
     with tempfile.TemporaryDirectory() as d:
         ws = Workspace.init(Path(d) / "ws")

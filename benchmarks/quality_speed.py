@@ -60,8 +60,8 @@ def main() -> None:
         GopherRepetitionFilter,
     )
 
-    from curate.policy import load_rules
-    from curate.quality import Quality, Words, metrics
+    from curate.core.policy import load_rules
+    from curate.stages.quality.stage import Quality, Words, metrics
 
     docs = load(args.samples, args.min_bytes, args.max_bytes)
     warm, docs = docs[: args.warmup], docs[args.warmup:]

@@ -1,16 +1,7 @@
-"""Text normalisation shared by the detectors, so that every stage agrees on what 'same text' means."""
+"""Old import path `curate.text`, kept for users and notebooks: the module is `curate.util.text`."""
 
-from __future__ import annotations
+import sys
 
-import hashlib
-import unicodedata
+from curate.util import text as _module
 
-
-def normalize(text: str) -> str:
-    """Unicode NFC, case-folded, whitespace runs collapsed to one space, trimmed."""
-    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
-
-
-def content_hash(text: str) -> str:
-    """SHA-256 of the normalised text: equal for copies differing only in case, spacing or composition."""
-    return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()
+sys.modules[__name__] = _module

@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 
 from curate import Workspace
-from curate.policy import decide
-from curate.quality import Quality
-from curate.stages import run_stage
+from curate.core.pipeline import decide
+from curate.core.runner import run_stage
+from curate.stages.quality.stage import Quality
 
 MAX_CHARS = 4000  # examples are document openings: enough for a bag of n-grams, small files
 

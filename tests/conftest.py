@@ -31,7 +31,7 @@ def v1_workspace(path: Path, *statements: str) -> Path:
     """A workspace as schema version 1 left it (before any migration), with `statements` run in it."""
     import duckdb
 
-    from curate.schema import MIGRATIONS
+    from curate.core.schema import MIGRATIONS
 
     path.mkdir()
     con = duckdb.connect(str(path / "curate.duckdb"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate import Workspace
-from curate.policy import build_signals_view, decisions_sql, default_rules_path, load_rules
+from curate.core.policy import build_signals_view, decisions_sql, default_rules_path, load_rules
 
 DDL = {
     "dedup_fuzzy": 'CREATE TABLE dedup_fuzzy (doc_id VARCHAR NOT NULL, cluster_id VARCHAR, is_keeper BOOLEAN)',
@@ -104,7 +104,7 @@ def _real_optouts(ws: Workspace) -> None:
     """With the real opt-out stage present, register two creators' entries and match them."""
     if "optout_events" not in ws.tables() or ws.sql("SELECT count(*) FROM optout_events").item():
         return
-    from curate.optout import registry
+    from curate.stages.optout import registry
 
     registry.add(ws, "domain", "www.gnu.org", "Free Software Foundation (test)", received_at="2026-11-01")
     registry.add(ws, "author", "Timo Aaltonen", "Timo Aaltonen (test)", received_at="2026-11-02")

@@ -9,9 +9,9 @@ import pytest
 from conftest import CURATE, write_jsonl
 
 from curate import Workspace
-from curate.assets import rules_dir
-from curate.bias import LexiconError, load_lexicon, load_lexicons, match
-from curate.workspace import WorkspaceError
+from curate.core.workspace import WorkspaceError
+from curate.stages.bias.stage import LexiconError, load_lexicon, load_lexicons, match
+from curate.util.assets import rules_dir
 
 DEMO = """axis = "demo"
 version = "1"

@@ -10,8 +10,8 @@ from conftest import CURATE
 from surface_data import PII
 
 from curate import Workspace
-from curate.assets import sha256_file
-from curate.card import card
+from curate.audit.card import card
+from curate.util.assets import sha256_file
 
 SECTIONS = ["## Composition", "## Collection", "## Preprocessing", "## Personal data", "## Licences",
             "## Opt-out handling", "## Known biases", "## Limitations"]

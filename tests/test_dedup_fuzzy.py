@@ -237,7 +237,7 @@ def test_keeper_prefers_permitted_licence_then_quality(ws, tmp_path, corpus):
 
 
 def ws_rules():
-    from curate.policy import default_rules_path
+    from curate.core.policy import default_rules_path
 
     return default_rules_path()
 

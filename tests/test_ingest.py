@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import CURATE, doc, write_jsonl
 
 from curate import Workspace
-from curate.ingest import Fields
+from curate.io.ingest import Fields
 
 
 def count(ws: Workspace, sql: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 import zstandard
 from conftest import SAMPLES, write_jsonl
 
-from curate.licenses import (
+from curate.stages.licenses.stage import (
     EVIDENCE,
     Licenses,
     Scanner,

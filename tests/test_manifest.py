@@ -9,7 +9,7 @@ from conftest import CURATE, doc, write_jsonl
 from test_ingest import damaged_shard
 
 from curate import Workspace
-from curate.manifest import diff, verify
+from curate.core.manifest import diff, verify
 
 
 def built(ws: Workspace, shards, tmp_path):
@@ -73,7 +73,7 @@ def test_verify_catches_a_changed_row_root_and_shard(ws, shards, tmp_path):
     shutil.copytree(changed, rehashed)
     import duckdb
 
-    from curate.manifest import ROW_HASH_SQL
+    from curate.core.manifest import ROW_HASH_SQL
     con = duckdb.connect()
     t = con.sql(f"SELECT * REPLACE ({ROW_HASH_SQL} AS row_hash) FROM read_parquet('{rehashed}/manifest.parquet') "
                 "ORDER BY doc_id").to_arrow_table()

@@ -13,10 +13,10 @@ import pytest
 from conftest import CURATE, v1_workspace, write_jsonl
 
 from curate import Workspace
-from curate.optout import registry
-from curate.optout.normalize import author_key, canonical_url, entry_domain, host_suffixes, normalize_url
-from curate.optout.sitefiles import parse_robots, parse_tdmrep, robots_reservation, tdmrep_rule
-from curate.optout.stage import doc_markers
+from curate.stages.optout import registry
+from curate.stages.optout.normalize import author_key, canonical_url, entry_domain, host_suffixes, normalize_url
+from curate.stages.optout.sitefiles import parse_robots, parse_tdmrep, robots_reservation, tdmrep_rule
+from curate.stages.optout.stage import doc_markers
 
 WHEN = "2026-03-01T12:00:00Z"
 ENV = {**os.environ, "COLUMNS": "250"}  # rich wraps at 80 columns otherwise
@@ -300,7 +300,7 @@ def test_values_are_data_never_sql(ows):
     hostile = "x'); DROP TABLE documents; --"
     _add(ows, "author", hostile)
     _add(ows, "url", "https://example.org/a?q=';DELETE/**/FROM/**/decisions;--")
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     apply(ows)
     assert ows.sql("SELECT count(*) AS n FROM documents")["n"][0] == len(DOCS)
@@ -309,7 +309,7 @@ def test_values_are_data_never_sql(ows):
 
 # -- matching ---------------------------------------------------------------------------------------------
 def test_every_kind_matches_what_it_should(ows):
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     ids = {
         "domain": _add(ows, "domain", "example.org"),
@@ -343,7 +343,7 @@ def test_every_kind_matches_what_it_should(ows):
 
 
 def test_machine_readable_reservations(ows, tmp_path):
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     robots = tmp_path / "robots.txt"
     robots.write_text("User-agent: *\nDisallow: /cgi-bin/\n\nUser-agent: GPTBot\nDisallow: /private/\n")
@@ -376,7 +376,7 @@ def test_machine_readable_reservations(ows, tmp_path):
 
 
 def test_ai_txt(ows, tmp_path):
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     ai = tmp_path / "ai.txt"
     ai.write_text("# Spawning AI\nUser-Agent: *\nDisallow: *.html\nDisallow: /public/page\n")
@@ -386,7 +386,7 @@ def test_ai_txt(ows, tmp_path):
 
 
 def test_revocation_reincludes_only_what_it_alone_excluded(ows):
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     by_domain = _add(ows, "domain", "news.example.com", creator="Newsroom")
     by_author = _add(ows, "author", "José Müller", creator="José")
@@ -405,8 +405,8 @@ def test_revocation_reincludes_only_what_it_alone_excluded(ows):
 
 
 def test_apply_writes_manifest_with_registry_state_and_diff(ows):
-    from curate.manifest import verify
-    from curate.optout import apply
+    from curate.core.manifest import verify
+    from curate.stages.optout import apply
 
     _add(ows, "domain", "example.org")
     r = apply(ows)
@@ -427,7 +427,7 @@ def test_apply_writes_manifest_with_registry_state_and_diff(ows):
 
 
 def test_apply_is_incremental(ows):
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     _add(ows, "domain", "example.org")
     apply(ows)
@@ -438,8 +438,8 @@ def test_apply_is_incremental(ows):
 
 
 def test_incremental_matching_equals_a_full_recompute(ows, tmp_path):
-    from curate.optout import apply
-    from curate.optout.stage import OptOut, match_registry, signals_query
+    from curate.stages.optout import apply
+    from curate.stages.optout.stage import OptOut, match_registry, signals_query
 
     robots = tmp_path / "robots.txt"
     robots.write_text("User-agent: GPTBot\nDisallow: /private/\n")
@@ -465,7 +465,7 @@ def test_incremental_matching_equals_a_full_recompute(ows, tmp_path):
 
 
 def test_optout_rules_take_precedence_over_keep_rules(ows, tmp_path):
-    from curate.policy import default_rules_path
+    from curate.core.policy import default_rules_path
 
     rules = tmp_path / "rules.toml"
     rules.write_text(default_rules_path().read_text() + """
@@ -477,7 +477,7 @@ when = "domain = 'news.example.com'"
 action = "keep"
 """)
     _add(ows, "author", "jose muller")
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     r = apply(ows, rules=rules)
     assert r.patched == {"policy": False, "manifest": False}  # another rules file: everything re-decided
@@ -546,12 +546,12 @@ def test_sample_reservations(sample_ws):
 def test_work_candidates_from_the_dedup_lsh_index(ows):
     """With the near-duplicate stage's band index present, `work` candidates come from it (same result)."""
     from curate.dedup import minhash
-    from curate.optout import apply
-    from curate.optout.stage import OptOut, match_registry
+    from curate.stages.optout import apply
+    from curate.stages.optout.stage import OptOut, match_registry
 
     seq = "(SELECT seq FROM documents WHERE doc_id = '{}')"
     with ows.connect(write=True) as con:  # the dedup_fuzzy stage has run: its index is there
-        from curate.optout.work import lsh_index
+        from curate.stages.optout.work import lsh_index
         assert lsh_index(con)["bands"] == 21
         t = con.sql(f"SELECT text FROM documents WHERE seq = {seq.format('d6')}").to_arrow_table()
         ours = minhash.band_hashes(minhash.signatures(t.column("text").to_pylist(), 128, 1), 21, 6)[0].tolist()
@@ -577,7 +577,7 @@ def test_work_candidates_from_the_dedup_lsh_index(ows):
 def test_apply_patches_policy_and_manifest_exactly_like_a_full_rewrite(ows):
     """apply re-decides only the documents whose matches changed and patches the previous manifest;
     the result is byte-identical to deciding everything and writing the manifest from scratch."""
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     _add(ows, "domain", "example.org")
     _add(ows, "work", STORY)
@@ -609,7 +609,7 @@ def test_an_oversized_import_line_is_skipped_without_losing_count(ws, tmp_path):
 def test_apply_never_patches_a_stale_manifest(ows):
     """Writing each application to a new directory: the workspace's own manifest is a valid base only
     while it reflects the registry version just before the application."""
-    from curate.optout import apply
+    from curate.stages.optout import apply
 
     _add(ows, "domain", "example.org")
     r1 = apply(ows, out=ows.path / "m1")

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, doc, write_jsonl
 
 from curate import Workspace
-from curate.pii.spec import load_recognizers, recognizers_path
+from curate.stages.pii.spec import load_recognizers, recognizers_path
 
 PEOPLE = """Please contact Maria Gonzalez at maria.gonzalez@example.com or phone +1 212-555-0143.
 Her credit card 4111 1111 1111 1111, IBAN GB82 WEST 1234 5698 7654 32 and SSN 536-22-1234 were leaked.
@@ -82,7 +82,7 @@ def no_network():
 
 @pytest.fixture(scope="module")
 def analyzer(no_network):
-    from curate.pii import PiiDetector
+    from curate.stages.pii.stage import PiiDetector
 
     return PiiDetector().analyzer()  # the one the stage uses in this process
 
@@ -136,7 +136,7 @@ def test_systematic_errors_are_fixed(analyzer):
 def test_an_email_is_not_also_a_url():
     from presidio_analyzer import RecognizerResult
 
-    from curate.pii.engine import fix
+    from curate.stages.pii.engine import fix
 
     text = "Write to jane.doe@example.com or see https://example.com/help."
     email, url = text.index("jane"), text.index("https")
@@ -148,8 +148,8 @@ def test_an_email_is_not_also_a_url():
 def test_same_findings_as_stock_presidio_for_pattern_entities(analyzer):
     """The fast paths (line-restricted phone and e-mail scans, windowed context words, triggers) find
     exactly what stock Presidio finds, scores included, on real sample text."""
-    from curate.pii.engine import analyzer as presidio_analyzer
-    from curate.pii.spec import entity_set
+    from curate.stages.pii.engine import analyzer as presidio_analyzer
+    from curate.stages.pii.spec import entity_set
 
     spec = load_recognizers(recognizers_path())
     naive = presidio_analyzer(spec, fast=False)
@@ -176,7 +176,7 @@ def test_results_do_not_depend_on_batching_or_cache(analyzer):
 
 
 def test_reloading_the_model_to_free_memory_changes_nothing(analyzer, monkeypatch):
-    from curate.pii import engine
+    from curate.stages.pii import engine
 
     texts = [json.loads(line)["text"] for line in
              (ROOT / "data" / "samples" / "changelogs.jsonl").read_text().splitlines()[100:140]]
@@ -188,7 +188,7 @@ def test_reloading_the_model_to_free_memory_changes_nothing(analyzer, monkeypatc
 
 # -- bad input ---------------------------------------------------------------------------------------------
 def test_a_document_of_several_megabytes_is_chunked_with_exact_offsets(analyzer):
-    from curate.pii import engine
+    from curate.stages.pii import engine
 
     # lower case and no digits: no names or numbers to look at, so the test is quick
     filler = "".join(c for c in (ROOT / "data" / "samples" / "README.md").read_text().lower() if not c.isdigit())
@@ -205,7 +205,7 @@ def test_a_document_of_several_megabytes_is_chunked_with_exact_offsets(analyzer)
 
 
 def test_chunks_cover_the_text_and_own_each_offset_once():
-    from curate.pii.engine import chunks
+    from curate.stages.pii.engine import chunks
 
     text = ("word " * 50 + "\n") * 3_000
     pieces = chunks(text, size=10_000, overlap=500)
@@ -319,7 +319,7 @@ def test_a_threshold_change_reruns_only_the_policy(pii_ws, tmp_path):
 
 
 def test_a_recognizer_error_is_recorded_and_the_batch_goes_on(ws, tmp_path, no_network, monkeypatch):
-    from curate.pii.engine import SecretRecognizer
+    from curate.stages.pii.engine import SecretRecognizer
 
     real = SecretRecognizer.analyze
 
@@ -347,7 +347,7 @@ def test_recognizer_file_errors_name_the_entry(tmp_path):
 
 
 def test_the_recognizers_file_is_an_asset_and_part_of_the_fingerprint(tmp_path):
-    from curate.pii import PiiDetector
+    from curate.stages.pii.stage import PiiDetector
 
     det = PiiDetector()
     kinds = {a["path"]: a for a in det.assets()}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import doc, write_jsonl
 
-from curate.policy import Rule, RuleError, compile_rule, load_rules
+from curate.core.policy import Rule, RuleError, compile_rule, load_rules
 
 COLUMNS = {"text_chars": "BIGINT", "domain": "VARCHAR", "dup_exact": "BOOLEAN", "score": "DOUBLE"}
 

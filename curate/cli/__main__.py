@@ -1,0 +1,5 @@
+"""`python -m curate.cli`: the command line."""
+
+from curate.cli import main
+
+main()

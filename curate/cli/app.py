@@ -1,0 +1,46 @@
+"""The command line's shared parts: the Typer app, its consoles and argument types, and the error wrapper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curate.core.errors import CurateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Curate: training-data curation and audit. Signals first, decisions later.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+WS = Annotated[Path, typer.Argument(help="Workspace directory.")]
+Rules = Annotated[Path | None, typer.Option("--rules", help="Rules file (default: rules/default.toml).")]
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A user error (curate.core.errors.CurateError) prints one plain line and exits 2; anything else is a
+    bug and keeps its traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CurateError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    return t

@@ -1,0 +1,186 @@
+"""Commands of the pipeline: init, ingest, run, decide, dedup, manifest, verify, diff, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from curate.cli.app import WS, Rules, app, err, friendly, out, table
+from curate.core.workspace import Workspace
+
+
+@app.command()
+@friendly
+def init(ws: WS) -> None:
+    """Create a workspace (or bring an existing one to the current schema)."""
+    w = Workspace.init(ws)
+    out.print(f"workspace ready: {w.path}")
+
+
+@app.command()
+@friendly
+def ingest(
+    ws: WS,
+    paths: Annotated[list[str], typer.Argument(help="Shard files, directories or globs.")],
+    id_field: Annotated[str, typer.Option(help="Input field holding the document id.")] = "id",
+    text_field: Annotated[str, typer.Option(help="Input field holding the text.")] = "text",
+    url_field: Annotated[str, typer.Option(help="Input field holding the URL.")] = "url",
+    meta_field: Annotated[str, typer.Option(help="Input field holding the metadata object.")] = "meta",
+    max_doc_bytes: Annotated[int, typer.Option(help="Larger documents are quarantined.")] = 64 * 1024 * 1024,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Stream shards (JSONL[.gz|.zst], Parquet, CSV) into the workspace; each shard once."""
+    from curate.io.ingest import Fields
+
+    s = Workspace(ws).ingest(paths, fields=Fields(id_field, text_field, url_field, meta_field),
+                             max_doc_bytes=max_doc_bytes, progress=progress and sys.stderr.isatty())
+    out.print(table("ingest", ["shard", "status", "rows", "documents", "quarantined"],
+                     [[Path(r.uri).name, r.status, r.rows, r.documents, r.quarantined] for r in s.shards]))
+    for r in s.shards:
+        if r.error:
+            err.print(f"[yellow]{r.uri}[/yellow]: {r.error}", highlight=False)
+    out.print(f"{len(s.shards)} shard(s): {s.by_status('ingested') + s.by_status('partial')} ingested, "
+              f"{s.by_status('skipped')} already present, {s.by_status('failed')} unreadable, "
+              f"{s.by_status('missing')} missing; {s.documents} documents, {s.quarantined} rows quarantined")
+    if s.quarantined:
+        out.print(f"see why with: curate sql {ws} \"select uri, row, error from quarantine\"")
+
+
+@app.command()
+@friendly
+def run(
+    ws: WS,
+    stages: Annotated[list[str] | None, typer.Option("--stages", help="Stages to run (default: all).")] = None,
+    rules: Rules = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest directory (default: WS/manifest).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run the detectors on what they have not seen, then the policy, then write the manifest."""
+    names = [n for s in stages or [] for n in s.split(",") if n] or None
+    s = Workspace(ws).run(stages=names, rules=rules, workers=workers, manifest=manifest,
+                          progress=progress and sys.stderr.isatty())
+    out.print(table("stages", ["stage", "shards", "documents", "errors", "seconds"],
+                     [[r.name, r.shards, r.documents, r.errors, f"{r.seconds:.1f}"] for r in s.stages]))
+    _print_decisions(s.decisions)
+    m = s.manifest
+    out.print(f"manifest: {m.path} ({m.rows} rows, root {m.root_hash[:16]}…)")
+
+
+def _print_decisions(d: Any) -> None:
+    out.print(table(f"decisions (policy {d.rules.path.name}, sha256 {d.rules.sha256[:12]}…)",
+                     ["action", "documents"], [[k, v] for k, v in d.by_action.items()]))
+    if d.by_rule:
+        out.print(table("rules fired", ["rule", "documents"], [[k, v] for k, v in d.by_rule.items()]))
+
+
+@app.command()
+@friendly
+def decide(ws: WS, rules: Rules = None) -> None:
+    """Re-run only the policy over the stored signals."""
+    _print_decisions(Workspace(ws).decide(rules))
+
+
+@app.command()
+@friendly
+def dedup(
+    ws: WS,
+    against: Annotated[list[Path] | None, typer.Option(
+        "--against", help="Also mark documents that near-copy this workspace (opened read-only; repeatable).")] = None,
+    rules: Rules = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Exact and near-duplicate detection (and against reference workspaces), then the policy."""
+    s = Workspace(ws).dedup(against=against or [], rules=rules, workers=workers,
+                            progress=progress and sys.stderr.isatty())
+    out.print(f"near duplicates: {s.clusters} clusters, {s.clustered} documents in them, {s.duplicates} not kept")
+    for ref, n in s.against.items():
+        out.print(f"against {ref}: {n} documents near-copy a document there")
+    _print_decisions(s.decisions)
+
+
+@app.command()
+@friendly
+def manifest(ws: WS, out_dir: Annotated[Path, typer.Option("--out", help="Manifest directory.")],
+             rules: Rules = None) -> None:
+    """Write manifest.parquet, run.json and the root hash."""
+    m = Workspace(ws).manifest(out_dir, rules=rules)
+    out.print(f"manifest: {m.path} ({m.rows} rows, root {m.root_hash})")
+
+
+@app.command()
+@friendly
+def verify(
+    manifest_dir: Annotated[Path, typer.Argument(help="Manifest directory.")],
+    workspace: Annotated[Path | None, typer.Option(help="Also check against this workspace.")] = None,
+    shards: Annotated[bool, typer.Option("--shards", help="Also re-hash the input shards.")] = False,
+) -> None:
+    """Recompute row hashes, root hash and counts; exit 1 naming each mismatch."""
+    from curate.core.manifest import verify as _verify
+
+    rep = _verify(manifest_dir, workspace=Workspace(workspace) if workspace else None, shards=shards)
+    for n in rep.notes:
+        out.print(f"note: {n}", highlight=False)
+    for p in rep.problems[:200]:
+        out.print(f"[red]MISMATCH[/red] {p}", highlight=False)
+    if len(rep.problems) > 200:
+        out.print(f"… and {len(rep.problems) - 200} more")
+    if not rep.ok:
+        raise typer.Exit(1)
+    out.print(f"manifest {manifest_dir} verified")
+
+
+@app.command()
+@friendly
+def diff(
+    a: Annotated[Path, typer.Argument(help="Old manifest directory.")],
+    b: Annotated[Path, typer.Argument(help="New manifest directory.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write every changed row (.parquet/.csv).")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 50,
+) -> None:
+    """Documents whose action changed between two manifests, and the rules that changed it."""
+    from curate.core.manifest import diff as _diff
+
+    summary, table = _diff(a, b)
+    if not summary:
+        out.print("no document changed its action")
+    else:
+        out.print(table("changes", ["transition", "documents"], [[k, v] for k, v in summary.items()]))
+        rows = table.slice(0, limit).to_pylist()
+        out.print(table("documents", ["doc_id", "from", "to", "rules added", "rules removed"],
+                         [[r["doc_id"], r["action_a"], r["action_b"], ",".join(r["rules_added"]),
+                           ",".join(r["rules_removed"])] for r in rows]))
+        if table.num_rows > limit:
+            out.print(f"… {table.num_rows - limit} more (use --out FILE for all)")
+    if out_file:
+        _writetable(table, out_file)
+
+
+def _writetable(table: Any, path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".csv":
+        flat = table.set_column(3, "rules_added", [[",".join(x) for x in table.column(3).to_pylist()]])
+        flat = flat.set_column(4, "rules_removed", [[",".join(x) for x in table.column(4).to_pylist()]])
+        pacsv.write_csv(flat, path)
+    else:
+        pq.writetable(table, path)
+
+
+
+@app.command()
+@friendly
+def export(
+    ws: WS,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    format: Annotated[str, typer.Option(help="jsonl or parquet.")] = "jsonl",
+    max_bytes: Annotated[int, typer.Option(help="Cap per output file.")] = 256 * 1024 * 1024,
+) -> None:
+    """Write the kept documents, redacted where the decision says so, in size-capped shards."""
+    s = Workspace(ws).export(out_dir, format=format, max_bytes=max_bytes)
+    out.print(f"exported {s.documents} documents ({s.redacted} redacted) to {len(s.files)} file(s) in {s.path}")

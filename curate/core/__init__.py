@@ -1,0 +1,1 @@
+"""The core: workspace and schema, the stage contract, runner and executors, pipeline, policy, manifest."""

@@ -1,0 +1,27 @@
+"""The exceptions a user can act on. The CLI prints these as one line (exit 2); anything else is a bug
+and shows its traceback."""
+
+from __future__ import annotations
+
+
+class CurateError(Exception):
+    """A problem the user can act on: a wrong argument, a missing file, a bad rules file, a busy workspace."""
+
+
+class UserError(CurateError, ValueError):
+    """A wrong value given by the user (an argument, a setting, an input file)."""
+
+
+class NotFound(UserError, KeyError):
+    """Something named by the user does not exist (a document, a rule, a manifest)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(UserError):
+    """A rules or configuration file that cannot be used; the message names the file and the key."""
+
+
+class MissingDependency(CurateError, ImportError):
+    """An enabled stage or feature needs a package that is not installed; the message says what to install."""

@@ -1,0 +1,279 @@
+"""The manifest: one row per document with its decision, hashed row by row and as a whole.
+
+`manifest.parquet` rows are sorted by doc_id; each carries `row_hash`, the SHA-256 of its fields in a
+canonical form (ROW_HASH_SQL); `root_hash` is the SHA-256 of all row hashes concatenated in that
+order. `run.json` records what produced it. Same inputs, rules and versions give byte-identical
+`manifest.parquet` (run.json differs only in `created_at`, which no hash covers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import __version__
+from curate.core.db import one
+from curate.core.errors import UserError
+from curate.core.schema import SCHEMA_VERSION
+from curate.util.sql import literal
+
+if TYPE_CHECKING:
+    from curate.core.workspace import Workspace
+
+MANIFEST = "manifest.parquet"
+RUN = "run.json"
+ROW_HASH_SQL = """sha256(concat_ws(chr(31), doc_id, shard_uri, "row"::VARCHAR, input_sha256, action,
+    array_to_string(rule_ids, ','), coalesce(output_sha256, ''), coalesce(to_json(redactions)::VARCHAR, '')))"""
+ROOT_HASH_SQL = "sha256(coalesce(string_agg(row_hash, '' ORDER BY doc_id), ''))"
+
+
+@dataclass
+class ManifestSummary:
+    path: Path
+    rows: int
+    root_hash: str
+    by_action: dict[str, int]
+
+
+def write_manifest(ws: Workspace, out: str | os.PathLike[str],
+                   rules: str | os.PathLike[str] | None = None, base: str | os.PathLike[str] | None = None,
+                   changed: str | None = None) -> ManifestSummary:
+    """Write the manifest of the current decisions, recording the rules file behind them (`rules`, when given,
+    must be that file). With `base` (a manifest of the same workspace and rules) and `changed` (a table of
+    doc_ids), only the rows of those documents are recomputed; the others are copied from `base` (an opt-out
+    update touches a few documents of millions)."""
+    from curate.core.policy import current_rules, load_rules
+    from curate.core.redact import REDACTIONS_TYPE, redacted_outputs
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ws.connect(write=True) as con:
+        ruleset = current_rules(con)
+        if rules is not None and load_rules(rules).sha256 != ruleset.sha256:
+            raise UserError(f"the current decisions were made with {ruleset.path}, not {rules}: "
+                            f"run `curate decide {ws.path} --rules {rules}` first")
+        if not con.execute("SELECT count(*) FROM decisions").fetchall()[0][0] and \
+                con.execute("SELECT count(*) FROM documents").fetchall()[0][0]:
+            raise UserError("no decisions yet: run `curate run` (or `curate decide`) first")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _redacted (doc_id VARCHAR, output_sha256 VARCHAR, "
+                    f"redactions {REDACTIONS_TYPE})")
+        only = [r[0] for r in con.execute(f"SELECT doc_id FROM {changed}").fetchall()] if base else None
+        for batch in redacted_outputs(con, ruleset.raw, only=only):
+            con.register("_batch", batch)
+            con.execute("INSERT INTO _redacted SELECT * FROM _batch")
+            con.unregister("_batch")
+        table = con.sql(f"""
+            SELECT *, {ROW_HASH_SQL} AS row_hash FROM (
+                SELECT d.doc_id, s.uri AS shard_uri, d."row", d.sha256 AS input_sha256, c.action, c.rule_ids,
+                       CASE c.action WHEN 'keep' THEN d.sha256 WHEN 'redact' THEN r.output_sha256 END
+                           AS output_sha256,
+                       CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
+                FROM documents d JOIN shards s USING (shard_id) JOIN decisions c USING (doc_id)
+                LEFT JOIN _redacted r USING (doc_id) {f"SEMI JOIN {changed} USING (doc_id)" if base else ""})
+            {f"UNION ALL SELECT * FROM read_parquet({literal(Path(base) / MANIFEST)}) "
+             f"ANTI JOIN {changed} USING (doc_id)" if base else ""}
+            ORDER BY doc_id""").to_arrow_table()
+        con.execute("DROP TABLE _redacted")
+        run = _run_record(con, ruleset)
+    table = table.cast(_schema())
+    pq.write_table(table, out / MANIFEST, compression="zstd", write_statistics=False,
+                   use_dictionary=False, row_group_size=1 << 20)
+    mem = duckdb.connect()
+    root = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(out / MANIFEST)]).fetchall()[0][0]
+    counts = _counts(mem, out / MANIFEST)
+    mem.close()
+    run["counts"].update(counts)
+    run["manifest"] = {"file": MANIFEST, "rows": table.num_rows, "root_hash": root,
+                       "row_hash": ROW_HASH_SQL.replace("\n", " "), "root": ROOT_HASH_SQL}
+    (out / RUN).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    (out / "ROOT").write_text(root + "\n")
+    return ManifestSummary(out, table.num_rows, root, counts["by_action"])
+
+
+def _schema() -> pa.Schema:
+    red = pa.list_(pa.struct([("entity_type", pa.string()), ("start", pa.int64()), ("end", pa.int64())]))
+    return pa.schema([
+        ("doc_id", pa.string()), ("shard_uri", pa.string()), ("row", pa.int64()), ("input_sha256", pa.string()),
+        ("action", pa.string()), ("rule_ids", pa.list_(pa.string())), ("output_sha256", pa.string()),
+        ("redactions", red), ("row_hash", pa.string()),
+    ])
+
+
+def _counts(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+    p = str(path)
+    by_action = dict(con.execute("SELECT action, count(*) FROM read_parquet(?) GROUP BY 1 ORDER BY 1", [p]).fetchall())
+    by_rule = dict(con.execute(
+        "SELECT r, count(*) FROM (SELECT unnest(rule_ids) AS r FROM read_parquet(?)) GROUP BY 1 ORDER BY 1", [p]
+    ).fetchall())
+    return {"documents": sum(by_action.values()), "by_action": by_action, "by_rule": by_rule}
+
+
+def _run_record(con: duckdb.DuckDBPyConnection, ruleset) -> dict[str, Any]:
+    from curate.core.stage import REGISTRY, load_builtin
+
+    load_builtin()
+    inputs = [dict(zip(("uri", "sha256", "bytes", "rows", "documents", "quarantined", "status", "format"), r,
+                       strict=True))
+              for r in con.execute("""SELECT uri, sha256, bytes, rows, documents, quarantined, status, format
+                                      FROM shards ORDER BY uri, sha256""").fetchall()]
+    stages = []
+    config = ruleset.raw.get("stages", {})
+    for name, fps in con.execute("""SELECT stage, list(DISTINCT fingerprint ORDER BY fingerprint)
+                                    FROM stage_runs GROUP BY stage ORDER BY stage""").fetchall():
+        cls = REGISTRY.get(name)
+        det = cls(config.get(name, {})) if cls else None
+        stages.append({"name": name, "version": cls.version if cls else None, "fingerprints": fps,
+                       "current": bool(det) and fps == [det.fingerprint()],
+                       "assets": det.assets() + det.workspace_assets(con) if det else []})
+    quarantined, failed = one(con.execute(
+        "SELECT count(*) FILTER (\"row\" IS NOT NULL), count(*) FILTER (\"row\" IS NULL) FROM quarantine"
+    ))
+    versions = {"python": platform.python_version(), "duckdb": duckdb.__version__, "pyarrow": pa.__version__}
+    return {
+        "tool": {"name": "curate", "version": __version__, **versions},
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rules": {"path": str(ruleset.path), "sha256": ruleset.sha256, "policy": ruleset.raw.get("policy", {}),
+                  "rules": [r.__dict__ for r in ruleset.rules]},
+        "stages": stages,
+        "inputs": inputs,
+        "counts": {"input_rows": sum(i["rows"] or 0 for i in inputs), "quarantined_rows": quarantined,
+                   "unreadable_files": failed},
+    }
+
+
+# -- verification ----------------------------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = None,
+           shards: bool = False) -> VerifyReport:
+    """Recompute every hash and count of a manifest; optionally against its workspace and shards."""
+    d = Path(manifest_dir)
+    rep = VerifyReport()
+    try:
+        run = json.loads((d / RUN).read_text())
+    except (OSError, ValueError) as e:
+        rep.problems.append(f"{d / RUN}: unreadable ({e})")
+        return rep
+    path = str(d / MANIFEST)
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE m AS SELECT * FROM read_parquet(?)", [path])
+    except duckdb.Error as e:
+        rep.problems.append(f"{path}: unreadable ({str(e).splitlines()[0]})")
+        return rep
+    for doc_id, in con.execute(f"SELECT doc_id FROM m WHERE row_hash IS DISTINCT FROM {ROW_HASH_SQL} ORDER BY doc_id"
+                               ).fetchall():
+        rep.problems.append(f"document {doc_id}: row_hash does not match the row's fields")
+    dup = con.execute("SELECT count(*) - count(DISTINCT doc_id) FROM m").fetchall()[0][0]
+    if dup:
+        rep.problems.append(f"{dup} doc_id(s) appear more than once")
+    root = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchall()[0][0]
+    recorded = run.get("manifest", {}).get("root_hash")
+    if root != recorded:
+        rep.problems.append(f"root hash {root} does not match run.json ({recorded})")
+    root_file = d / "ROOT"
+    if root_file.exists() and root_file.read_text().strip() != recorded:
+        rep.problems.append("ROOT file does not match run.json's root_hash")
+    counts = _counts(con, Path(path))
+    for key in ("documents", "by_action", "by_rule"):
+        if run.get("counts", {}).get(key) != counts[key]:
+            said = run.get("counts", {}).get(key)
+            rep.problems.append(f"count {key}: manifest has {counts[key]}, run.json says {said}")
+    _conservation(run, rep)
+    if workspace is not None:
+        _against_workspace(con, workspace, run, rep)
+    if shards:
+        _against_shards(run, rep)
+    con.close()
+    return rep
+
+
+def _conservation(run: dict[str, Any], rep: VerifyReport) -> None:
+    c = run.get("counts", {})
+    for i in run.get("inputs", []):
+        if i.get("status") != "failed" and i.get("rows") != (i.get("documents") or 0) + (i.get("quarantined") or 0):
+            rep.problems.append(f"input {i.get('uri')}: rows {i.get('rows')} != documents + quarantined")
+    if c.get("input_rows") != c.get("documents", 0) + c.get("quarantined_rows", 0):
+        rep.problems.append(f"conservation: {c.get('input_rows')} input rows != {c.get('documents')} documents "
+                            f"+ {c.get('quarantined_rows')} quarantined rows")
+
+
+def _against_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace, run: dict[str, Any],
+                       rep: VerifyReport) -> None:
+    with ws.connect() as wcon:
+        current = wcon.sql("""SELECT d.doc_id, d.sha256 AS input_sha256, c.action, c.rule_ids
+                              FROM documents d LEFT JOIN decisions c USING (doc_id)""").to_arrow_table()
+        quarantined = wcon.execute("SELECT count(*) FILTER (\"row\" IS NOT NULL) FROM quarantine").fetchall()[0][0]
+        rules_sha = one(wcon.execute("SELECT rules_sha256 FROM policy_runs ORDER BY decided_at DESC LIMIT 1"))
+    con.register("w", current)
+    for doc_id, what in con.execute("""
+            SELECT coalesce(m.doc_id, w.doc_id),
+                   CASE WHEN m.doc_id IS NULL THEN 'in the workspace but not in the manifest'
+                        WHEN w.doc_id IS NULL THEN 'in the manifest but not in the workspace'
+                        WHEN m.input_sha256 <> w.input_sha256 THEN 'input text differs from the workspace'
+                        WHEN m.action IS DISTINCT FROM w.action THEN 'action ' || m.action || ' but the workspace says '
+                             || coalesce(w.action, 'nothing')
+                        ELSE 'rules fired differ from the workspace' END
+            FROM m FULL JOIN w USING (doc_id)
+            WHERE m.doc_id IS NULL OR w.doc_id IS NULL OR m.input_sha256 <> w.input_sha256
+               OR m.action IS DISTINCT FROM w.action OR m.rule_ids IS DISTINCT FROM w.rule_ids
+            ORDER BY 1""").fetchall():
+        rep.problems.append(f"document {doc_id}: {what}")
+    if quarantined != run.get("counts", {}).get("quarantined_rows"):
+        rep.problems.append(f"workspace quarantine has {quarantined} rows, run.json says "
+                            f"{run.get('counts', {}).get('quarantined_rows')}")
+    if rules_sha and rules_sha[0] != run.get("rules", {}).get("sha256"):
+        rep.notes.append("the workspace's latest decisions used a different rules file than this manifest")
+
+
+def _against_shards(run: dict[str, Any], rep: VerifyReport) -> None:
+    from curate.io.ingest import file_sha256
+
+    for i in run.get("inputs", []):
+        uri = i.get("uri", "")
+        if not os.path.exists(uri):
+            rep.notes.append(f"input {uri}: not reachable, its hash was not checked")
+            continue
+        sha, _ = file_sha256(uri)
+        if sha != i.get("sha256"):
+            rep.problems.append(f"input {uri}: SHA-256 {sha} differs from the manifest's {i.get('sha256')}")
+
+
+# -- diff ---------------------------------------------------------------------------------------------
+def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> tuple[dict[str, int], pa.Table]:
+    """Documents whose action changed from manifest A to B, with the rules that changed it."""
+    con = duckdb.connect()
+    table = con.sql(f"""
+        SELECT coalesce(a.doc_id, b.doc_id) AS doc_id, a.action AS action_a, b.action AS action_b,
+               list_filter(coalesce(b.rule_ids, []), lambda r: NOT list_contains(coalesce(a.rule_ids, []), r))
+                   AS rules_added,
+               list_filter(coalesce(a.rule_ids, []), lambda r: NOT list_contains(coalesce(b.rule_ids, []), r))
+                   AS rules_removed
+        FROM read_parquet({literal(Path(a) / MANIFEST)}) a FULL JOIN read_parquet({literal(Path(b) / MANIFEST)}) b
+          USING (doc_id)
+        WHERE a.action IS DISTINCT FROM b.action
+        ORDER BY doc_id""").to_arrow_table()
+    con.register("t", table)
+    summary = dict(con.execute("""SELECT coalesce(action_a, '-') || ' -> ' || coalesce(action_b, '-'), count(*)
+                                  FROM t GROUP BY 1 ORDER BY 1""").fetchall())
+    con.close()
+    return summary, table
+

@@ -1,0 +1,162 @@
+"""The pipeline: the one place that chains stages -> policy -> manifest, and the one writer of `decisions`.
+
+Three entry points share it:
+- `run`: every enabled stage (or those named) on what it has not seen, then the policy, then the manifest;
+- `dedup`: the two duplicate stages (and near copies of reference workspaces), then the policy;
+- `apply_optouts`: the opt-out stage's incremental match, then the policy for the documents whose matches
+  changed, then a manifest patched for them, and the opt-out diff.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from curate.core.db import one
+from curate.core.executors import executor as make_executor
+from curate.core.policy import Ruleset, build_signals_view, decisions_sql, load_rules
+from curate.core.runner import StageReport, pending_totals, run_stage
+from curate.core.stage import detectors
+
+if TYPE_CHECKING:
+    from curate.core.workspace import Workspace
+
+
+@dataclass
+class DecideSummary:
+    rules: Ruleset
+    by_action: dict[str, int]
+    by_rule: dict[str, int]
+
+
+def write_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, subset: str | None = None) -> DecideSummary:
+    """Replace `decisions` with the policy's verdict, in one transaction: on every document, or (`subset`, a
+    table of doc_ids) on those alone, when nothing else can have changed since the last decision."""
+    columns = build_signals_view(con, ruleset.raw)  # the `signals` view analysts query stays current
+    if subset is not None:
+        columns = build_signals_view(con, ruleset.raw, only=subset)
+    sql = decisions_sql(ruleset, columns, source="signals" if subset is None else "signals_subset")
+    con.execute("BEGIN")
+    try:
+        if subset is None:
+            con.execute("DELETE FROM decisions")
+        else:
+            con.execute(f"DELETE FROM decisions WHERE doc_id IN (SELECT doc_id FROM {subset})")
+        con.execute(f"INSERT INTO decisions {sql}")
+        n_docs, n_dec, n_rows = one(con.execute(
+            "SELECT (SELECT count(*) FROM documents), (SELECT count(DISTINCT doc_id) FROM decisions), "
+            "(SELECT count(*) FROM decisions)"))
+        if not n_docs == n_dec == n_rows:
+            raise RuntimeError("the signals view does not give one row per document: a stage's signals "
+                               "query must group by doc_id")
+        con.execute("INSERT INTO policy_runs VALUES (?, ?, now()::TIMESTAMP)", [ruleset.sha256, str(ruleset.path)])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("DROP VIEW IF EXISTS signals_subset")
+    by_action = dict(con.execute("SELECT action, count(*) FROM decisions GROUP BY 1 ORDER BY 1").fetchall())
+    by_rule = dict(con.execute(
+        "SELECT r, count(*) FROM (SELECT unnest(rule_ids) AS r FROM decisions) GROUP BY 1 ORDER BY 1").fetchall())
+    return DecideSummary(ruleset, by_action, by_rule)
+
+
+def decide(ws: Workspace, rules: str | os.PathLike[str] | None = None) -> DecideSummary:
+    """Re-run only the policy over the stored signals."""
+    ruleset = load_rules(rules)
+    with ws.connect(write=True) as con:
+        return write_decisions(con, ruleset)
+
+
+@dataclass
+class RunSummary:
+    stages: list[StageReport] = field(default_factory=list)
+    decisions: DecideSummary | None = None
+    manifest: Any = None
+
+
+def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.PathLike[str] | None = None,
+        workers: int | None = None, manifest: str | os.PathLike[str] | None = None, progress: bool = False,
+        engine: str = "local") -> RunSummary:
+    """Run the detectors over documents they have not seen, then the policy, then the manifest."""
+    from curate.core.manifest import write_manifest
+
+    ruleset = load_rules(rules)
+    summary = RunSummary()
+    executor = make_executor(engine, workers)
+    with ws.connect(write=True) as con:
+        dets = detectors(ruleset.raw, stages, source=str(ruleset.path))
+        executor.prepare(dets, {det.name: pending_totals(con, det) for det in dets})
+        for det in dets:
+            summary.stages.append(run_stage(con, det, executor, progress=progress))
+        summary.decisions = write_decisions(con, ruleset)
+    summary.manifest = write_manifest(ws, Path(manifest) if manifest else ws.path / "manifest")
+    return summary
+
+
+@dataclass
+class DedupSummary:
+    stages: list[StageReport] = field(default_factory=list)
+    clusters: int = 0
+    clustered: int = 0  # documents in clusters of 2 or more
+    duplicates: int = 0  # of them, not the keeper
+    against: dict[str, int] = field(default_factory=dict)  # reference workspace -> documents matching it
+    decisions: DecideSummary | None = None
+
+
+def dedup(ws: Workspace, against: Sequence[str | os.PathLike[str]] = (), rules: str | os.PathLike[str] | None = None,
+          workers: int | None = None, progress: bool = False) -> DedupSummary:
+    """Run exact and near-duplicate detection on what they have not seen, mark documents that near-copy a
+    reference workspace (read-only), then re-apply the policy."""
+    ruleset = load_rules(rules)
+    summary = DedupSummary()
+    executor = make_executor("local", workers)
+    with ws.connect(write=True) as con:
+        for det in detectors(ruleset.raw, ["dedup_exact", "dedup_fuzzy"], source=str(ruleset.path)):
+            summary.stages.append(run_stage(con, det, executor, progress=progress))
+            if det.name == "dedup_fuzzy":
+                for ref in against:
+                    summary.against[str(ref)] = det.match_against(con, ref)
+        summary.clusters, summary.clustered, summary.duplicates = one(con.execute(
+            "SELECT count(DISTINCT cluster_id), count(*), count(*) FILTER (NOT is_keeper) FROM dedup_fuzzy"))
+        summary.decisions = write_decisions(con, ruleset)
+    return summary
+
+
+def apply_optouts(ws: Workspace, rules: str | os.PathLike[str] | None = None,
+                  out: str | os.PathLike[str] | None = None):
+    """Match the registry's new entries and revocations, re-decide the documents whose matches changed,
+    write a manifest (patched when one for the state just before exists) and its opt-out diff."""
+    from curate.core.manifest import write_manifest
+    from curate.stages.optout import reapply as oo
+
+    ruleset = load_rules(rules)
+    det = detectors(ruleset.raw, ["optout"], source=str(ruleset.path))[0]
+    out_dir = Path(out) if out else ws.path / "manifest"
+    seconds: dict[str, float] = {}
+    with ws.connect(write=True) as con:
+        t = time.monotonic()
+        before = oo.matched_state(con)
+        run_stage(con, det)  # new shards, if any, then the incremental match (finalize)
+        after = oo.registry.state(con)
+        oo.snapshot_changed(con)
+        seconds["match"] = time.monotonic() - t
+        t = time.monotonic()
+        patched = {"policy": oo.decisions_cover(con, ruleset)}
+        write_decisions(con, ruleset, subset="_oo_before" if patched["policy"] else None)
+        seconds["policy"] = time.monotonic() - t
+        diff = oo.changes(con)
+        t = time.monotonic()
+        base = oo.patchable_manifest(con, ws, out_dir, ruleset, before)
+        patched["manifest"] = base is not None
+        manifest = write_manifest(ws, out_dir, base=base, changed="_oo_before")
+        seconds["manifest"] = time.monotonic() - t
+        con.execute("DROP TABLE IF EXISTS _oo_before")
+        con.execute("DROP TABLE IF EXISTS _oo_changes")
+    return oo.report(before, after, diff, manifest, out_dir, seconds, patched)

@@ -1,0 +1,190 @@
+"""Runs one stage over the shards it has not processed with its current fingerprint, on an executor.
+
+Each shard is one transaction: the stage's earlier rows for it are removed, its new rows written, and
+`stage_runs` records (stage, shard, fingerprint); a crash leaves a shard either done or untouched, and a
+rerun does only the shards not done. A batch that fails is rerun document by document in this process,
+so one bad document lands in `stage_errors` and the others are kept. Then `finalize` does the stage's
+set work in SQL, in its own transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from curate.core.db import one
+from curate.core.executors import Executor, Session
+from curate.core.schema import ensure_stage_tables
+from curate.core.stage import Detector
+from curate.util.progress import Progress
+from curate.util.sql import literal
+
+log = logging.getLogger("curate")
+WINDOW_ROWS = 10_000  # documents read (and sorted) at a time for a stage
+
+
+@dataclass
+class StageReport:
+    name: str
+    shards: int = 0
+    documents: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+def pending(con: duckdb.DuckDBPyConnection, det: Detector) -> list[tuple[str, int, int | None]]:
+    """(shard_id, documents, chars) of the shards the stage has not processed with its fingerprint."""
+    return con.execute(
+        """SELECT s.shard_id, s.documents, (SELECT sum(chars) FROM documents d WHERE d.shard_id = s.shard_id)
+           FROM shards s
+           WHERE s.documents > 0 AND NOT EXISTS (
+               SELECT 1 FROM stage_runs r WHERE r.stage = ? AND r.shard_id = s.shard_id AND r.fingerprint = ?)
+           ORDER BY s.ingested_at, s.shard_id""",
+        [det.name, det.fingerprint()],
+    ).fetchall()
+
+
+def pending_totals(con: duckdb.DuckDBPyConnection, det: Detector) -> tuple[int, int]:
+    """(documents, chars) the stage has still to process."""
+    todo = pending(con, det)
+    return sum(n for _, n, _ in todo), sum(c or 0 for *_, c in todo)
+
+
+def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, executor: Executor | None = None,
+              progress: bool = False) -> StageReport:
+    """Process every shard this stage has not processed with its current fingerprint, one transaction each,
+    then its set work."""
+    if executor is None:
+        from curate.core.executors import executor as make
+
+        executor = make()
+    ensure_stage_tables(con, det.name, det.schema_version, list(det.tables.values()), list(det.tables))
+    report = StageReport(det.name)
+    started = time.monotonic()
+    fp = det.fingerprint()
+    todo = pending(con, det)
+    if det.output is not None and todo:
+        total = sum(n for _, n, _ in todo)
+        with executor.session(det, total, sum(c or 0 for *_, c in todo)) as session, \
+                Progress(det.name, total, progress) as bar:
+            _process(con, det, todo, fp, session, bar, report)
+    elif det.output is None:
+        # SQL-only stage: nothing per document, but record that it saw these shards.
+        con.execute("BEGIN")
+        for shard_id, n, _ in todo:
+            con.execute("DELETE FROM stage_runs WHERE stage = ? AND shard_id = ?", [det.name, shard_id])
+            con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, 0, now()::TIMESTAMP)",
+                        [det.name, shard_id, fp, n])
+        con.execute("COMMIT")
+    con.execute("BEGIN")
+    try:
+        det.finalize(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _forget(con: duckdb.DuckDBPyConnection, det: Detector, shard_id: str) -> None:
+    """Drop this stage's earlier rows for a shard (stale fingerprint or interrupted run)."""
+    docs = "(SELECT doc_id FROM documents WHERE shard_id = ?)"
+    con.execute(f'DELETE FROM "{det.output}" WHERE doc_id IN {docs}', [shard_id])
+    con.execute(f"DELETE FROM stage_errors WHERE stage = ? AND doc_id IN {docs}", [det.name, shard_id])
+    con.execute("DELETE FROM stage_runs WHERE stage = ? AND shard_id = ?", [det.name, shard_id])
+
+
+def _lookup_columns(con: duckdb.DuckDBPyConnection, det: Detector) -> list[str]:
+    """SQL for a stage's `lookups`: another stage's column by doc_id, or NULL while that table is absent."""
+    present = {(t, c) for t, c in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'").fetchall()}
+    out = []
+    for alias, ref in sorted(det.lookups.items()):
+        table, column = ref.split(".", 1)
+        value = (f'(SELECT any_value(x."{column}") FROM "{table}" x WHERE x.doc_id = d.doc_id)'
+                 if (table, column) in present else "NULL")
+        out.append(f'{value} AS "{alias}"')
+    return out
+
+
+def _process(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], fp: str, session: Session,
+             bar: Progress, report: StageReport) -> None:
+    """Results of every shard, one transaction per shard. The workers run ahead into the next shard while
+    a shard's last results are written, so a shard boundary never leaves them idle."""
+    shard_id, t0, n, errors = None, 0.0, 0, 0
+    try:
+        for key, batch, result in session.map(_batches(con, det, todo, session)):
+            if key != shard_id:
+                con.execute("BEGIN")
+                _forget(con, det, key)
+                shard_id, t0, n, errors = key, time.monotonic(), 0, 0
+            if batch is None:  # the shard is complete
+                con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                            [det.name, shard_id, fp, n, time.monotonic() - t0])
+                con.execute("COMMIT")
+                shard_id = None
+                report.shards += 1
+                report.documents += n
+                report.errors += errors
+                continue
+            n += batch.num_rows
+            if isinstance(result, BaseException):
+                errors += _isolate(con, det, batch)
+            else:
+                _insert(con, det, result)
+            bar(batch.num_rows)
+    except BaseException:
+        if shard_id is not None:
+            con.execute("ROLLBACK")
+        raise
+
+
+def _insert(con: duckdb.DuckDBPyConnection, det: Detector, rows: pa.Table | None) -> None:
+    if rows is not None and rows.num_rows:
+        con.register("_rows", rows)
+        con.execute(f'INSERT INTO "{det.output}" BY NAME SELECT * FROM _rows')
+        con.unregister("_rows")
+
+
+def _batches(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], session: Session
+             ) -> Iterator[tuple[str, pa.RecordBatch | None]]:
+    """(shard_id, batch) for every batch of every shard, then (shard_id, None) when the shard is done."""
+    cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
+    reader = con.cursor()
+    try:
+        for shard_id, docs, _ in todo:
+            # Windows of seq (contiguous per shard): sorting a whole shard first would keep the workers
+            # idle until all of its text is read. Literals, not parameters: DuckDB 1.5 pushes only
+            # those into the scan, where zone maps skip other row groups (5 s instead of 0.6 s per 100k rows).
+            lo, hi = one(reader.execute("SELECT min(seq), max(seq) FROM documents WHERE shard_id = ?", [shard_id]))
+            for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
+                for batch in reader.sql(f'SELECT {cols} FROM documents d WHERE shard_id = {literal(shard_id)} '
+                                        f'AND seq >= {start} AND seq < {start + WINDOW_ROWS} ORDER BY "row"'
+                                        ).to_arrow_reader(session.batch_rows(docs)):
+                    yield shard_id, batch
+            yield shard_id, None
+    finally:
+        reader.close()
+
+
+def _isolate(con: duckdb.DuckDBPyConnection, det: Detector, batch: pa.RecordBatch) -> int:
+    """A batch failed: rerun its documents one by one here, recording the ones that fail."""
+    errors = 0
+    for i in range(batch.num_rows):
+        single = batch.slice(i, 1)
+        try:
+            rows = det(single)
+        except Exception as e:  # noqa: BLE001 - recorded per document, the run goes on
+            errors += 1
+            doc_id = single.column(det.columns.index("doc_id"))[0].as_py()
+            con.execute("INSERT INTO stage_errors VALUES (?, ?, ?)", [det.name, doc_id, f"{type(e).__name__}: {e}"])
+            log.warning("stage %s failed on document %s: %s", det.name, doc_id, type(e).__name__)
+            continue
+        _insert(con, det, rows)
+    return errors

@@ -1,0 +1,679 @@
+"""Streaming ingest of shards into `documents`, one transaction per shard.
+
+DuckDB reads well-formed shards directly (the fast path). A shard it refuses, or one with bad rows,
+is re-read row by row in Python so that every bad row reaches `quarantine` with its raw bytes and a
+plain error; both paths feed the same SQL, so validation rules exist once.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from curate.core.db import one
+from curate.core.errors import UserError
+from curate.util.sql import literal
+
+if TYPE_CHECKING:
+    from curate.core.workspace import Workspace
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+MAX_DOC_BYTES = 64 * 1024 * 1024
+RAW_CAP = 1024 * 1024  # quarantine keeps at most this much of a raw row
+BATCH_ROWS = 20_000
+BATCH_BYTES = 64 * 1024 * 1024
+CHUNK = 1 << 20
+# scheme://[userinfo@](host)  -- host lower-cased later; IPv6 literals keep their brackets
+DOMAIN_RE = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]/]*\]|[^:/?#]+)"
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Names of the input fields holding each part of a document."""
+
+    id: str = "id"
+    text: str = "text"
+    url: str = "url"
+    meta: str = "meta"
+
+    def __post_init__(self) -> None:
+        names = [self.id, self.text, self.url, self.meta]
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9_.\- ]{1,128}", name):
+                raise UserError(f"field name {name!r}: use letters, digits, '_', '.', '-' or spaces")
+        if len(set(names)) != len(names):
+            raise UserError(f"field names must differ: {names}")
+
+
+@dataclass
+class ShardReport:
+    uri: str
+    status: str  # ingested | partial | failed | skipped | missing
+    shard_id: str | None = None
+    rows: int = 0
+    documents: int = 0
+    quarantined: int = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    shards: list[ShardReport] = field(default_factory=list)
+
+    def count(self, attr: str) -> int:
+        return sum(getattr(s, attr) for s in self.shards)
+
+    @property
+    def documents(self) -> int:
+        return self.count("documents")
+
+    @property
+    def quarantined(self) -> int:
+        return self.count("quarantined")
+
+    def by_status(self, status: str) -> int:
+        return sum(s.status == status for s in self.shards)
+
+
+class CorruptStream(Exception):
+    """The compressed stream ends early or is damaged; rows before it are good."""
+
+
+def shard_format(path: str) -> tuple[str, str | None]:
+    """('jsonl'|'parquet'|'csv', compression or None) from the file name."""
+    name = os.path.basename(path).lower()
+    compression = None
+    for suffix, comp in COMPRESSIONS.items():
+        if name.endswith(suffix):
+            compression, name = comp, name[: -len(suffix)]
+    for suffix, kind in SUFFIXES.items():
+        if name.endswith(suffix):
+            if kind == "parquet" and compression:
+                break
+            return kind, compression
+    raise UserError(f"{path}: unsupported shard type (use .jsonl[.gz|.zst], .csv[.gz|.zst] or .parquet)")
+
+
+def expand(paths: Sequence[str]) -> list[str]:
+    """Files named, found under directories, or matched by globs; sorted, each once."""
+    out: list[str] = []
+    for p in paths:
+        if any(c in p for c in "*?["):
+            out.extend(sorted(glob.glob(p, recursive=True)))
+        elif os.path.isdir(p):
+            for root, _, files in sorted(os.walk(p)):
+                for f in sorted(files):
+                    try:
+                        shard_format(f)
+                    except ValueError:
+                        continue
+                    out.append(os.path.join(root, f))
+        else:
+            out.append(p)
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def file_sha256(path: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def ingest(
+    ws: Workspace,
+    paths: Sequence[str],
+    fields: Fields = Fields(),
+    max_doc_bytes: int = MAX_DOC_BYTES,
+    progress: bool = False,
+) -> IngestSummary:
+    """Ingest every shard once; a shard already present (same SHA-256) is skipped."""
+    files = expand(paths)
+    summary = IngestSummary()
+    bar = _Progress(len(files), progress)
+    with ws.connect(write=True) as con:
+        _register_sha256(con)
+        for path in files:
+            bar.start(path)
+            summary.shards.append(ingest_shard(con, path, fields, max_doc_bytes))
+            bar.advance()
+    bar.stop()
+    return summary
+
+
+def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_doc_bytes: int) -> ShardReport:
+    uri = os.path.abspath(path)
+    try:
+        kind, compression = shard_format(path)
+        sha, size = file_sha256(path)
+    except (OSError, ValueError) as e:
+        return ShardReport(uri, "missing" if isinstance(e, FileNotFoundError) else "failed", error=str(e))
+    shard_id = sha[:16]
+    if one(con.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id])):
+        return ShardReport(uri, "skipped", shard_id)
+    name = os.path.basename(path)
+    try:
+        # Temp tables live outside the transaction, so a failed fast read does not abort it.
+        whole_file_error = _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes)
+        con.execute("BEGIN")
+        report = _commit_rows(con, uri, shard_id, name, fields, whole_file_error)
+        fmt = kind + (f"+{compression}" if compression else "")
+        con.execute(
+            "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            [shard_id, uri, name, fmt, sha, size, report.rows, report.documents, report.quarantined,
+             {"ingested": "ok"}.get(report.status, report.status)],
+        )
+        con.execute("COMMIT")
+    except (FileNotFoundError, duckdb.IOException) as e:
+        _rollback(con)
+        if os.path.exists(path):
+            raise
+        return ShardReport(uri, "missing", shard_id, error=f"{path} vanished while being read: {e}")
+    except BaseException:
+        _rollback(con)
+        raise
+    finally:
+        _drop_temp(con)
+    return report
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass  # no transaction was open
+
+
+def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP VIEW IF EXISTS _src")
+    for t in ("_lines", "_stage", "_check"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+# -- reading ---------------------------------------------------------------------------------------
+# Every reader defines the temp view _src in one shape: "row", then for each of id/text/url its value
+# (VARCHAR) and its JSON type (<role>_type: NULL when absent), meta (JSON) and meta_type, raw (the row
+# as read, or NULL) and pre_error (why the row could not even be parsed). _stage materialises it once,
+# validated by `_field_error`, so the validation rules exist in one place.
+ROLES = ("id", "text", "url")
+
+
+def _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes) -> str | None:
+    """Fill _stage; returns an error when not a single row could be read from the file."""
+    try:
+        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
+        _build_stage(con, name, fields, max_doc_bytes)
+        if kind == "jsonl":
+            _recheck(con, path, fields, max_doc_bytes)
+        if one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0] == 0:
+            return None
+    except duckdb.Error as e:
+        if not os.path.exists(path):
+            raise FileNotFoundError(path) from e
+        if kind == "parquet":
+            return f"cannot read Parquet file: {_first_line(e)}"
+    # Some rows are bad: re-read keeping each raw row for quarantine.
+    _drop_temp(con)
+    if kind == "parquet":
+        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
+    else:
+        rows = _jsonl_rows(path, compression, max_doc_bytes) if kind == "jsonl" else _csv_rows(
+            path, compression, fields, max_doc_bytes)
+        _load_lines(con, rows)
+        con.execute(f"""CREATE TEMP VIEW _src AS
+            SELECT "row", {_from_object("j", fields)}, left(line, {RAW_CAP}) AS raw,
+                   CASE WHEN pre_error IS NOT NULL THEN pre_error
+                        WHEN j IS NULL THEN 'malformed JSON'
+                        WHEN json_type(j) <> 'OBJECT' THEN 'expected a JSON object, found ' || {_kind("json_type(j)")}
+                   END AS pre_error
+            FROM (SELECT *, CASE WHEN pre_error IS NULL AND json_valid(line) THEN line::JSON END AS j FROM _lines)""")
+    _build_stage(con, name, fields, max_doc_bytes)
+    return None
+
+
+def _from_object(j: str, fields: Fields) -> str:
+    """SQL: the _src columns taken from a JSON object column `j`."""
+    cols = [f"{j}->>{_path(getattr(fields, r))} AS {r}, json_type({j}, {_path(getattr(fields, r))}) AS {r}_type"
+            for r in ROLES]
+    cols.append(f"{j}->{_path(fields.meta)} AS meta, json_type({j}, {_path(fields.meta)}) AS meta_type")
+    return ", ".join(cols)
+
+
+# JSON numbers as DuckDB's VARCHAR cast writes them; integer ids are valid, so only a non-integer one is suspect
+NUMBER, NON_INTEGER = r"-?\d+(\.\d+)?([eE][+-]?\d+)?", r"-?\d+(\.\d*)?[.eE][-+\d]*"
+
+
+def _doc_id(name: str) -> str:
+    """SQL over _src: the document id (DESIGN.md: the id field, else shard file name and row)."""
+    return f"""CASE WHEN id IS NULL THEN {literal(name)} || ':' || "row" ELSE id END"""
+
+
+def _build_stage(con, name: str, fields: Fields, max_doc_bytes: int) -> None:
+    """_stage: per row its id, error and (for a bad row) raw text, but not the document: that is read from _src once
+    more when good rows are inserted, so a shard's text is never held in a temporary table."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT "row", raw, error, {_doc_id(name)} AS doc_id,
+               error IS NULL AND coalesce(({_coerced('text', NUMBER)}) OR ({_coerced('url', NUMBER)})
+                                          OR ({_coerced('id', NON_INTEGER)}), false) AS suspect
+        FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)""")
+
+
+def _coerced(col: str, scalar: str) -> str:
+    """SQL: the value looks like DuckDB's VARCHAR cast of a non-string JSON value (see _recheck)."""
+    return (f"regexp_full_match({col}, '{scalar}|true|false') OR "
+            f"((starts_with({col}, '[') OR starts_with({col}, '{{')) AND json_valid({col}))")
+
+
+def _recheck(con, path: str, fields: Fields, max_doc_bytes: int) -> None:
+    """DuckDB turns a JSON number, boolean, array or object into text when asked for VARCHAR. Rows whose
+    values could have been such, and rows already in error, are re-read as JSON objects: the wrongly typed
+    ones get their error, and every bad row its raw text."""
+    rows = con.execute('SELECT "row" FROM _stage WHERE error IS NOT NULL OR suspect').fetchall()
+    if not rows:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE _suspects AS SELECT unnest(?::BIGINT[]) AS \"row\"",
+                [[r[0] for r in rows]])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _check AS
+        SELECT "row", {_from_object("j", fields)}, left(j::VARCHAR, {RAW_CAP}) AS raw, NULL::VARCHAR AS pre_error
+        FROM (SELECT ordinality - 1 AS "row", json AS j
+              FROM read_json_objects({literal(path)}, format = 'newline_delimited',
+                                     maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY)
+        WHERE "row" IN (SELECT "row" FROM _suspects)""")
+    con.execute(f"""UPDATE _stage SET error = c.error, raw = c.raw
+        FROM (SELECT "row", raw, {_field_error(fields, max_doc_bytes)} AS error FROM _check) c
+        WHERE _stage."row" = c."row" AND c.error IS NOT NULL""")
+    con.execute("DROP TABLE _suspects")
+    con.execute("DROP TABLE _check")
+
+
+def _path(name: str) -> str:
+    """SQL: the JSON path of a top-level field."""
+    return literal('$."' + name.replace('"', '\\"') + '"')
+
+
+def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
+    """_src straight from DuckDB's readers (values typed VARCHAR; see _recheck for JSONL)."""
+    roles = [(r, getattr(fields, r)) for r in ROLES]
+    src = literal(path)
+    if kind == "jsonl":
+        columns = "{" + ", ".join(f"{literal(f)}: 'VARCHAR'" for _, f in roles) + f", {literal(fields.meta)}: 'JSON'}}"
+        select = ", ".join(f's."{f}" AS {r}, CASE WHEN s."{f}" IS NOT NULL THEN \'VARCHAR\' END AS {r}_type'
+                           for r, f in roles)
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW _src AS
+            SELECT ordinality - 1 AS "row", {select},
+                   s."{fields.meta}" AS meta, json_type(s."{fields.meta}") AS meta_type,
+                   NULL::VARCHAR AS raw, NULL::VARCHAR AS pre_error
+            FROM read_json({src}, format = 'newline_delimited', columns = {columns},
+                           maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY AS s""")
+        return
+    if kind == "csv":
+        scan = (f"read_csv({src}, header = true, all_varchar = true, strict_mode = true, "
+                f"max_line_size = {max_doc_bytes + 65536}) WITH ORDINALITY AS s")
+        row = "ordinality - 1"
+    else:
+        scan, row = f"read_parquet({src}, file_row_number = true) AS s", "file_row_number"
+    types = {n: t for n, t, *_ in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+    cols, errors = [], []
+    for r, f in roles:
+        if f not in types:
+            cols.append(f"NULL::VARCHAR AS {r}, NULL::VARCHAR AS {r}_type")
+        else:
+            value = f"nullif(s.\"{f}\", '')" if kind == "csv" else f's."{f}"::VARCHAR'
+            jtype = _json_type_of(types[f])
+            cols.append(f"{value} AS {r}, CASE WHEN s.\"{f}\" IS NOT NULL THEN '{jtype}' END AS {r}_type")
+    m = fields.meta
+    if m not in types:
+        cols.append("NULL::JSON AS meta, NULL::VARCHAR AS meta_type")
+    elif types[m] == "VARCHAR":  # metadata as a JSON string (CSV, most Parquet writers)
+        present = f"nullif(s.\"{m}\", '') IS NOT NULL"
+        cols.append(f"CASE WHEN {present} AND json_valid(s.\"{m}\") THEN s.\"{m}\"::JSON END AS meta, "
+                    f"CASE WHEN {present} AND json_valid(s.\"{m}\") THEN json_type(s.\"{m}\"::JSON) END AS meta_type")
+        errors.append(f"CASE WHEN {present} AND NOT json_valid(s.\"{m}\") THEN 'field \"{m}\" is not valid JSON' END")
+    else:
+        cols.append(f"to_json(s.\"{m}\") AS meta, json_type(to_json(s.\"{m}\")) AS meta_type")
+    pre_error = f"coalesce({', '.join(errors)})" if errors else "NULL::VARCHAR"
+    original = ", ".join(f'{literal(c)}, s."{c}"' for c in types if c != "file_row_number")
+    raw = f"left(json_object({original})::VARCHAR, {RAW_CAP})" if with_raw else "NULL::VARCHAR"
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW _src AS SELECT {row} AS "row", {", ".join(cols)},
+                    {raw} AS raw, {pre_error} AS pre_error FROM {scan}""")
+
+
+def _json_type_of(duckdb_type: str) -> str:
+    """The JSON type a typed (Parquet) column's values would have, for the shared validation."""
+    t = duckdb_type.upper()
+    if t in ("VARCHAR", "BLOB") or t.startswith("VARCHAR"):
+        return "VARCHAR"
+    if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
+        return "BIGINT"
+    if t == "BOOLEAN":
+        return "BOOLEAN"
+    if t.endswith("]") or t.startswith("LIST"):
+        return "ARRAY"
+    if t.startswith(("STRUCT", "MAP", "JSON")):
+        return "OBJECT"
+    return "DOUBLE"
+
+
+def _kind(json_type: str) -> str:
+    """SQL: a JSON type name in words, for error messages."""
+    return (f"CASE WHEN {json_type} IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE') THEN 'a number' "
+            f"WHEN {json_type} = 'VARCHAR' THEN 'a string' WHEN {json_type} = 'BOOLEAN' THEN 'a boolean' "
+            f"WHEN {json_type} = 'ARRAY' THEN 'an array' ELSE 'an object' END")
+
+
+def _field_error(fields: Fields, max_doc_bytes: int) -> str:
+    """SQL over _src: why a row cannot become a document (NULL when it can)."""
+    t, i, u, m = fields.text, fields.id, fields.url, fields.meta
+    return f"""coalesce(pre_error, CASE
+        WHEN text_type IS NULL OR text_type = 'NULL' THEN 'no "{t}" field (or it is null)'
+        WHEN text_type <> 'VARCHAR' THEN 'field "{t}" is ' || {_kind('text_type')} || ', not a string'
+        WHEN id_type NOT IN ('NULL', 'VARCHAR', 'BIGINT', 'UBIGINT')
+             THEN 'field "{i}" is ' || {_kind('id_type')} || ', not a string or integer'
+        WHEN id_type = 'VARCHAR' AND id = '' THEN 'field "{i}" is empty'
+        WHEN url_type NOT IN ('NULL', 'VARCHAR') THEN 'field "{u}" is ' || {_kind('url_type')} || ', not a string'
+        WHEN meta_type NOT IN ('NULL', 'OBJECT') THEN 'field "{m}" is ' || {_kind('meta_type')} || ', not an object'
+        WHEN strlen(text) > {max_doc_bytes}
+             THEN 'document of ' || strlen(text) || ' bytes exceeds the limit of {max_doc_bytes} bytes'
+    END)"""
+
+
+def _commit_rows(con, uri, shard_id, name, fields, whole_file_error) -> ShardReport:
+    """Move the good rows of _stage into documents and the rest into quarantine."""
+    if whole_file_error:
+        con.execute("INSERT INTO quarantine VALUES (?, ?, NULL, NULL, ?)", [shard_id, uri, whole_file_error])
+        return ShardReport(uri, "failed", shard_id, rows=0, quarantined=1, error=whole_file_error)
+    # An id may appear once: later rows of this shard, and rows whose id is already in, are quarantined.
+    dups = con.execute("""SELECT doc_id, min("row") FROM _stage WHERE error IS NULL
+                          GROUP BY doc_id HAVING count(*) > 1""").fetchall()
+    if dups:
+        con.execute("""UPDATE _stage SET error = 'duplicate id (first seen at row ' || f.first_row || ' of this shard)'
+            FROM (SELECT doc_id, min("row") AS first_row FROM _stage WHERE error IS NULL
+                  GROUP BY doc_id HAVING count(*) > 1) f
+            WHERE _stage.doc_id = f.doc_id AND _stage."row" > f.first_row AND _stage.error IS NULL""")
+    if one(con.execute("SELECT count(*) FROM _stage JOIN documents USING (doc_id) WHERE error IS NULL"))[0]:
+        con.execute("""UPDATE _stage SET error = 'id already ingested from shard ' || d.shard_id || ' row ' || d."row"
+            FROM documents d WHERE _stage.doc_id = d.doc_id AND _stage.error IS NULL""")
+    # seq follows ingest order; gaps where rows were quarantined are harmless. The text is read from _src
+    # again here (see _build_stage); the few bad rows are left out by row number.
+    bad = '(SELECT "row" FROM _stage WHERE error IS NOT NULL)'
+    con.execute(f"""INSERT INTO documents
+        SELECT {_doc_id(name)}, (SELECT coalesce(max(seq), 0) FROM documents) + "row" + 1,
+               ?, "row", nullif(url, ''), {domain_sql("nullif(url, '')")}, text, sha256_hex(text),
+               CASE WHEN meta_type = 'OBJECT' THEN meta END,
+               length(text), strlen(text), regexp_full_match(text, '\\s*')
+        FROM _src WHERE "row" NOT IN {bad}""", [shard_id])
+    # A bad row keeps its raw text when it has one; a good row refused here (a repeated id) is written out
+    # from _src (read a third time only when there is such a row).
+    unread = one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0]
+    source = "_src" if unread else "(SELECT * FROM _src LIMIT 0)"
+    con.execute(f"""INSERT INTO quarantine
+        SELECT ?, ?, b."row",
+               coalesce(b.raw, CASE WHEN s.pre_error IS NULL AND s.text IS NOT NULL THEN left(json_object(
+                   {literal(fields.id)}, b.doc_id, {literal(fields.text)}, s.text, {literal(fields.url)}, s.url,
+                   {literal(fields.meta)}, s.meta)::VARCHAR, {RAW_CAP}) END),
+               b.error
+        FROM _stage b LEFT JOIN {source} s USING ("row")
+        WHERE b.error IS NOT NULL""", [shard_id, uri])
+    rows, docs = one(con.execute("SELECT count(*), count(*) FILTER (error IS NULL) FROM _stage"))
+    status = "ingested" if rows == docs else "partial"
+    return ShardReport(uri, status, shard_id, rows=rows, documents=docs, quarantined=rows - docs)
+
+
+def _sha256_hex(texts: pa.Array) -> pa.Array:
+    """SHA-256 of each UTF-8 text, by hashlib over slices of the Arrow buffer: with the CPU's SHA
+    instructions it is three times DuckDB's own sha256() here, and it leaves the GIL while it hashes."""
+    arr = texts.cast(pa.large_binary())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8).tolist()
+    data = memoryview(arr.buffers()[2] or b"")
+    out = [hashlib.sha256(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return pa.array(out, pa.string(), mask=arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None)
+
+
+def _register_sha256(con: duckdb.DuckDBPyConnection) -> None:
+    """`sha256_hex(VARCHAR)` for this connection (see _sha256_hex)."""
+    try:
+        con.create_function("sha256_hex", _sha256_hex, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False)
+    except duckdb.NotImplementedException:
+        pass  # already there
+
+
+def domain_sql(url: str) -> str:
+    """SQL: the lower-cased host of a URL column, without a trailing dot; NULL when there is none."""
+    return f"nullif(rtrim(lower(regexp_extract({url}, '{DOMAIN_RE}', 1)), '.'), '')"
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class _Progress:
+    """A rich progress bar over shards when asked for; silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.description}"),
+                                console=Console(stderr=True), transient=False)
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def start(self, path: str) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=os.path.basename(path))
+
+    def advance(self) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+# -- the row-by-row readers -----------------------------------------------------------------------
+Row = tuple[int, "str | None", "str | None"]  # (row, line, pre_error)
+
+
+def _chunks(path: str, compression: str | None) -> Iterator[bytes]:
+    """Decompressed bytes of a file; raises CorruptStream at a truncated or damaged member/frame."""
+    with open(path, "rb") as f:
+        if compression is None:
+            while chunk := f.read(CHUNK):
+                yield chunk
+            return
+        if compression == "gzip":
+            new = lambda: zlib.decompressobj(wbits=31)  # noqa: E731
+            errors: tuple[type[BaseException], ...] = (zlib.error,)
+        else:
+            import zstandard
+
+            new = zstandard.ZstdDecompressor().decompressobj
+            errors = (zstandard.ZstdError,)
+        dec, started = new(), False
+        while data := f.read(CHUNK):
+            while data:
+                try:
+                    out = dec.decompress(data)
+                except errors as e:
+                    raise CorruptStream(f"damaged {compression} data: {_first_line(e)}") from None
+                started = True
+                if out:
+                    yield out
+                if dec.eof:
+                    data = dec.unused_data
+                    dec, started = new(), False
+                else:
+                    data = b""
+        if started and not dec.eof:
+            raise CorruptStream(f"{compression} stream is truncated (its last member ends early)")
+
+
+def _lines(path: str, compression: str | None, max_bytes: int) -> Iterator[tuple[bytes | None, str | None]]:
+    """Non-blank lines as bytes, or (None, error) for an oversized line or a damaged stream."""
+    buf = bytearray()
+    skipping = False
+    try:
+        for chunk in _chunks(path, compression):
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    if not skipping:
+                        buf += chunk[start:]
+                        if len(buf) > max_bytes:
+                            yield None, f"row longer than the limit of {max_bytes} bytes"
+                            buf.clear()
+                            skipping = True
+                    break
+                if skipping:
+                    skipping = False
+                else:
+                    buf += chunk[start:nl]
+                    if buf.strip():
+                        yield bytes(buf), None
+                buf.clear()
+                start = nl + 1
+    except CorruptStream as e:
+        yield None, f"{e}; rows after this point are lost"
+        return
+    if buf.strip() and not skipping:
+        yield bytes(buf), None
+
+
+def _jsonl_rows(path: str, compression: str | None, max_bytes: int) -> Iterator[Row]:
+    for row, (line, error) in enumerate(_lines(path, compression, max_bytes)):
+        if line is None:
+            yield row, None, error
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield row, line.decode("utf-8", "backslashreplace"), f"invalid UTF-8 at byte {e.start}"
+            continue
+        try:
+            json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:
+            yield row, text, f"malformed JSON: {e}"
+            continue
+        yield row, text, None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _csv_rows(path: str, compression: str | None, fields: Fields, max_bytes: int) -> Iterator[Row]:
+    """CSV rows as JSON objects; invalid UTF-8 is caught per row (surrogateescape)."""
+    import csv
+
+    raw = io.BufferedReader(_IterStream(_chunks(path, compression)))
+    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+    csv.field_size_limit(max_bytes + 65536)
+    reader = csv.reader(text, strict=True)
+    row = 0
+    try:
+        header = next(reader)
+        for values in reader:
+            if not any(values):
+                continue
+            line = json.dumps(dict(zip(header, values, strict=False)), ensure_ascii=False)
+            error = None
+            if len(values) != len(header):
+                error = f"{len(values)} fields where the header has {len(header)}"
+            elif any(_has_surrogate(v) for v in values):
+                error = "invalid UTF-8"
+                line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            else:
+                obj = {k: v for k, v in zip(header, values, strict=True) if v != ""}
+                meta = obj.get(fields.meta)
+                if meta:
+                    try:
+                        obj[fields.meta] = json.loads(meta)
+                    except ValueError:
+                        error = f'field "{fields.meta}" is not valid JSON'
+                line = json.dumps(obj, ensure_ascii=False)
+            yield row, line, error
+            row += 1
+    except (csv.Error, CorruptStream) as e:
+        yield row, None, f"unreadable CSV after row {row - 1}: {e}; rows after this point are lost"
+    except StopIteration:
+        return
+
+
+def _has_surrogate(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class _IterStream(io.RawIOBase):
+    """A raw stream over an iterator of bytes, so that csv can read decompressed chunks."""
+
+    def __init__(self, it: Iterator[bytes]):
+        self.it, self.left = it, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self.left:
+            try:
+                self.left = next(self.it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self.left))
+        b[:n], self.left = self.left[:n], self.left[n:]
+        return n
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, rows: Iterator[Row]) -> None:
+    """Stream rows into the temp table _lines in bounded Arrow batches."""
+    con.execute('CREATE TEMP TABLE _lines ("row" BIGINT, line VARCHAR, pre_error VARCHAR)')
+    schema = pa.schema([("row", pa.int64()), ("line", pa.string()), ("pre_error", pa.string())])
+    batch: list[Row] = []
+    size = 0
+
+    def flush() -> None:
+        if batch:
+            cols = list(zip(*batch, strict=True))
+            tbl = pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(cols, schema, strict=True)],
+                                       schema=schema)
+            con.register("_batch", tbl)
+            con.execute("INSERT INTO _lines SELECT * FROM _batch")
+            con.unregister("_batch")
+            batch.clear()
+
+    for r in rows:
+        batch.append(r)
+        size += len(r[1] or "")
+        if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
+            flush()
+            size = 0
+    flush()
+
+

@@ -1,0 +1,464 @@
+"""Near duplicates: MinHash signatures per document, LSH bands in DuckDB, verified edges, clusters.
+
+Per document (process pool): a MinHash signature of its shingles (`minhash.py`). Then set work in
+SQL (`finalize`), only for documents not clustered yet:
+1. band buckets of their signatures go to `dedup_bands`;
+2. candidate pairs: documents sharing a (band, bucket). In a bucket ordered by ingest order, the
+   member at position k pairs with every earlier member while k < `max_bucket`, and after that with
+   the first and the previous member only (a bucket of 10,000 copies gives 20,000 pairs, not 50
+   million). A new document only ever adds pairs: old results are never recomputed;
+3. every candidate is verified on the full signatures (estimated Jaccard >= threshold) before it
+   becomes an edge in `dedup_pairs`;
+4. connected components over all edges by min-label propagation with pointer jumping in SQL;
+   `cluster_id` is the doc_id of the cluster's first-ingested member;
+5. one keeper per cluster by a configurable ordering (`keeper`), never at random.
+Changing the LSH or keeper settings redoes steps 1-5 from the stored signatures; changing the
+shingles or permutations recomputes the signatures (they are the stage's fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from curate.core.db import fetch_by_rowid, one
+from curate.core.errors import ConfigError
+from curate.core.stage import REGISTRY, Detector, register
+from curate.stages.dedup_fuzzy import minhash
+from curate.util.sql import literal
+
+if TYPE_CHECKING:
+    pass
+
+SIGNATURE_KEYS = ("shingle", "ngram", "num_perm", "seed")
+KEEPER_KEYS = ("license", "quality", "first_ingested")
+PERMITTED = ("permissive", "public-domain")
+CHUNK = 100_000  # signatures (or candidate pairs) handled per query in finalize: bounded memory
+
+
+class _WritersOf:
+    """`after` resolved when asked: every registered stage writing one of these tables, so keepers see
+    the licence and quality signals of the same run whichever stages exist."""
+
+    def __init__(self, *tables: str):
+        self.tables = set(tables)
+
+    def __get__(self, obj: object, owner: type) -> tuple[str, ...]:
+        return tuple(sorted(n for n, c in REGISTRY.items() if self.tables & set(c.tables) and c is not owner))
+
+
+@register
+class FuzzyDedup(Detector):
+    name = "dedup_fuzzy"
+    throughput = 15e6  # chars/s on one core, measured on data/samples
+    version = "1"
+    schema_version = 3
+    tables: ClassVar[dict[str, str]] = {
+        "dedup_signatures": """CREATE TABLE dedup_signatures (
+            doc_id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,              -- documents.seq: ingest order
+            shingles INTEGER NOT NULL,        -- 0 for a document without words: never a candidate
+            signature BLOB NOT NULL,          -- num_perm MinHash values, little-endian uint32 (minhash.py)
+            buckets BIGINT[],                 -- its band buckets, computed with the signature ...
+            banding VARCHAR,                  -- ... for this many bands x rows
+            clustered BOOLEAN NOT NULL DEFAULT false  -- its bands and candidate pairs are in
+        )""",
+        "dedup_bands": """CREATE TABLE dedup_bands (
+            seq BIGINT NOT NULL,              -- documents.seq (dedup_signatures.seq)
+            band SMALLINT NOT NULL,
+            bucket BIGINT NOT NULL            -- hash of the band's rows of the signature
+        )""",
+        "dedup_pairs": """CREATE TABLE dedup_pairs (
+            doc_a VARCHAR NOT NULL,           -- the earlier ingested of the two
+            doc_b VARCHAR NOT NULL,
+            jaccard DOUBLE NOT NULL,          -- >= threshold
+            exact BOOLEAN NOT NULL            -- of the shingle sets (near the threshold), else estimated
+        )""",
+        "dedup_fuzzy": """CREATE TABLE dedup_fuzzy (
+            doc_id VARCHAR NOT NULL,          -- documents in clusters of 2 or more
+            cluster_id VARCHAR NOT NULL,      -- doc_id of the cluster's first-ingested member
+            cluster_size BIGINT NOT NULL,
+            keeper VARCHAR NOT NULL,          -- doc_id of the copy kept
+            is_keeper BOOLEAN NOT NULL
+        )""",
+        "dedup_against": """CREATE TABLE dedup_against (
+            doc_id VARCHAR NOT NULL,          -- a document of this workspace
+            reference_workspace VARCHAR NOT NULL,
+            reference_doc_id VARCHAR NOT NULL,
+            jaccard DOUBLE NOT NULL
+        )""",
+        "dedup_fuzzy_state": """CREATE TABLE dedup_fuzzy_state (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
+    }
+    output = "dedup_signatures"
+    columns = ("doc_id", "seq", "text")
+    after = _WritersOf("dedup_exact", "license_signals", "quality")  # type: ignore[assignment]
+    explain_exclude = ("signature", "buckets", "banding", "seq", "clustered")
+
+    def __init__(self, config: dict[str, Any] | None = None, source: str = "rules file"):
+        super().__init__(config, source)
+        self.shingling = minhash.Shingling.from_config(self.config)
+        self.num_perm = int(self.config.get("num_perm", 128))
+        self.seed = int(self.config.get("seed", 1))
+        self.threshold = float(self.config.get("threshold", 0.8))
+        self.bands, self.rows = minhash.bands_for(self.config)
+        self.max_bucket = int(self.config.get("max_bucket", 50))
+        self.exact_margin = float(self.config.get("exact_margin", 0.1))
+        self.keeper = list(self.config.get("keeper", KEEPER_KEYS))
+        unknown = [k for k in self.keeper if k not in KEEPER_KEYS]
+        if unknown:
+            raise ConfigError(f"[stages.dedup_fuzzy] keeper: unknown {unknown}; use some of {list(KEEPER_KEYS)}")
+        self.permitted = list(self.config.get("keeper_license_classes", PERMITTED))
+        stated = self.config.get("catch_probability")
+        actual = minhash.catch_probability(self.threshold, self.bands, self.rows)
+        if stated is not None and abs(float(stated) - actual) > 5e-4:
+            raise ConfigError(f"[stages.dedup_fuzzy] catch_probability = {stated}, but {self.bands} bands x "
+                             f"{self.rows} rows catch a pair at Jaccard {self.threshold} with {actual:.4f}")
+
+    def fingerprint(self) -> str:
+        """Only what the signatures depend on: LSH and keeper settings are applied by finalize."""
+        sig = {k: self.config[k] for k in SIGNATURE_KEYS if k in self.config}
+        blob = json.dumps({"version": self.version, "config": sig}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def signature_params(self) -> dict[str, Any]:
+        return {"shingle": self.shingling.kind, "ngram": self.shingling.n, "num_perm": self.num_perm,
+                "seed": self.seed, "scheme": "affine32", "version": self.version}
+
+    def lsh_params(self) -> dict[str, Any]:
+        return {**self.signature_params(), "bands": self.bands, "rows": self.rows, "threshold": self.threshold,
+                "max_bucket": self.max_bucket, "exact_margin": self.exact_margin}
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table:
+        texts = batch.column("text").to_pylist()
+        hashes, counts = minhash.shingle_hashes(texts, self.shingling.kind, self.shingling.n)
+        sigs = minhash.signatures_of_hashes(hashes, counts, self.num_perm, self.seed)
+        buckets = minhash.band_hashes(sigs, self.bands, self.rows)
+        return pa.table({
+            "doc_id": batch.column("doc_id"),
+            "seq": batch.column("seq"),
+            "shingles": pa.array(counts.astype(np.int32)),
+            "signature": _blobs(sigs),
+            "buckets": pa.FixedSizeListArray.from_arrays(pa.array(buckets.ravel()), self.bands).cast(
+                pa.list_(pa.int64())),
+            "banding": pa.array([f"{self.bands}x{self.rows}"] * len(sigs), pa.string()),
+        })
+
+    # -- set work ------------------------------------------------------------------------------
+    def finalize(self, con: duckdb.DuckDBPyConnection) -> None:
+        params = json.dumps(self.lsh_params(), sort_keys=True)
+        stored = one(con.execute("SELECT value FROM dedup_fuzzy_state WHERE key = 'lsh'"))
+        first_new, last_old = one(con.execute(
+            "SELECT min(seq) FILTER (NOT clustered), max(seq) FILTER (clustered) FROM dedup_signatures"))
+        full = bool(stored and stored[0] != params) or (first_new is not None and last_old is not None
+                                                         and first_new <= last_old)
+        if full:
+            # Other LSH settings, or documents arriving out of ingest order: redo from the signatures.
+            con.execute("UPDATE dedup_signatures SET clustered = false WHERE clustered")
+            con.execute("DELETE FROM dedup_bands")
+            con.execute("DELETE FROM dedup_pairs")
+            first_new = one(con.execute("SELECT min(seq) FROM dedup_signatures"))[0]
+        if not stored or stored[0] != params:
+            con.execute("DELETE FROM dedup_fuzzy_state WHERE key = 'lsh'")
+            con.execute("INSERT INTO dedup_fuzzy_state VALUES ('lsh', ?)", [params])
+        if first_new is not None:
+            # New documents are exactly those with seq >= first_new. Rows of a reprocessed last shard
+            # lose their earlier bands and edges (an edge's doc_b is its later document).
+            if one(con.execute("SELECT count(*) FROM dedup_bands WHERE seq >= ?", [first_new]))[0]:
+                con.execute("DELETE FROM dedup_bands WHERE seq >= ?", [first_new])
+                con.execute("DELETE FROM dedup_pairs WHERE doc_b IN "
+                            "(SELECT doc_id FROM dedup_signatures WHERE seq >= ?)", [first_new])
+            self._add_bands(con, first_new, recompute=full)
+            self._add_pairs(con, first_new)
+            con.execute("UPDATE dedup_signatures SET clustered = true WHERE NOT clustered")
+        self._cluster(con)
+
+    def _add_bands(self, con: duckdb.DuckDBPyConnection, first_new: int, recompute: bool) -> None:
+        """Band buckets of the new documents: as the workers computed them, or (other LSH settings than
+        when they were computed) from the stored signatures in numpy, a chunk of documents at a time."""
+        stale = one(con.execute("""SELECT count(*) FROM dedup_signatures WHERE seq >= ? AND shingles > 0
+                                     AND banding IS DISTINCT FROM ?""", [first_new, f"{self.bands}x{self.rows}"]))
+        if not recompute and not stale[0]:
+            con.execute("""INSERT INTO dedup_bands
+                SELECT seq, generate_subscripts(buckets, 1) - 1, unnest(buckets) FROM dedup_signatures
+                WHERE seq >= ? AND shingles > 0""", [first_new])
+            return
+        last = one(con.execute("SELECT max(seq) FROM dedup_signatures"))[0]
+        for lo in range(first_new, last + 1, CHUNK):
+            t = con.execute("""SELECT seq, signature FROM dedup_signatures
+                               WHERE shingles > 0 AND seq >= ? AND seq < ?""", [lo, lo + CHUNK]).to_arrow_table()
+            buckets = minhash.band_hashes(_matrix(t.column("signature"), self.num_perm), self.bands, self.rows)
+            rows = pa.table({
+                "seq": np.repeat(t.column("seq").to_numpy(), self.bands),
+                "band": np.tile(np.arange(self.bands, dtype=np.int16), len(t)),
+                "bucket": buckets.ravel(),
+            })
+            con.register("_rows", rows)
+            con.execute("INSERT INTO dedup_bands SELECT * FROM _rows")
+            con.unregister("_rows")
+
+    def _add_pairs(self, con: duckdb.DuckDBPyConnection, first_new: int) -> None:
+        """Candidate pairs involving a new document, verified on the full signatures."""
+        con.execute("""CREATE OR REPLACE TEMP TABLE _members AS
+            WITH shared AS (SELECT band, bucket FROM dedup_bands GROUP BY band, bucket
+                            HAVING count(*) > 1 AND max(seq) >= $first)
+            SELECT b.band, b.bucket, b.seq, b.seq >= $first AS is_new,
+                   row_number() OVER (PARTITION BY b.band, b.bucket ORDER BY b.seq) - 1 AS pos
+            FROM dedup_bands b SEMI JOIN shared USING (band, bucket)""", {"first": first_new})
+        con.execute("""CREATE OR REPLACE TEMP TABLE _cand AS
+            SELECT DISTINCT a, b FROM (
+                SELECT y.seq AS a, x.seq AS b FROM _members x JOIN _members y
+                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos < x.pos
+                WHERE x.is_new AND x.pos < $cap AND y.pos < $cap
+                UNION ALL  -- past the cap: the first member and the previous one (two equi-joins, never k^2)
+                SELECT y.seq, x.seq FROM _members x JOIN _members y
+                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos = 0
+                WHERE x.is_new AND x.pos >= $cap
+                UNION ALL
+                SELECT y.seq, x.seq FROM _members x JOIN _members y
+                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos = x.pos - 1
+                WHERE x.is_new AND x.pos >= $cap)""", {"cap": self.max_bucket})
+        con.execute("DROP TABLE _members")
+        for t in self._verified(con, "dedup_signatures", "documents"):
+            con.register("_rows", t.select(["doc_a", "doc_b", "jaccard", "exact"]))
+            con.execute("INSERT INTO dedup_pairs BY NAME SELECT * FROM _rows")
+            con.unregister("_rows")
+        con.execute("DROP TABLE _cand")
+
+    def _verified(self, con: duckdb.DuckDBPyConnection, ref_sigs: str, ref_docs: str) -> Iterator[pa.Table]:
+        """The candidate pairs of `_cand` (a: this workspace, b: `ref_sigs`) that are edges, a chunk at
+        a time: estimated Jaccard from the signatures, and the exact Jaccard of the shingle sets where
+        the estimate is within `exact_margin` of the threshold (MinHash noise at 128 permutations is
+        about 0.035 there)."""
+        n = one(con.execute("SELECT count(*) FROM _cand"))[0]
+        con.execute("CREATE OR REPLACE TEMP TABLE _cand_n AS SELECT a, b, row_number() OVER (ORDER BY a, b) - 1 AS i "
+                    "FROM _cand")
+        for lo in range(0, n, CHUNK):
+            t = con.execute(f"""SELECT c.a, c.b, sa.doc_id AS doc_a, sb.doc_id AS doc_b, sa.signature AS sig_a,
+                                       sb.signature AS sig_b
+                                FROM _cand_n c JOIN dedup_signatures sa ON sa.seq = c.a
+                                               JOIN {ref_sigs} sb ON sb.seq = c.b
+                                WHERE c.i >= ? AND c.i < ? ORDER BY c.i""", [lo, lo + CHUNK]).to_arrow_table()
+            j = minhash.estimate_jaccard(_matrix(t.column("sig_a"), self.num_perm),
+                                         _matrix(t.column("sig_b"), self.num_perm))
+            exact = np.abs(j - self.threshold) < self.exact_margin
+            if exact.any():
+                a, b = t.column("a").to_numpy()[exact], t.column("b").to_numpy()[exact]
+                j[exact] = self._exact_jaccard(con, a, b, ref_docs)
+            keep = j >= self.threshold
+            yield t.drop_columns(["sig_a", "sig_b"]).append_column("jaccard", pa.array(j)).append_column(
+                "exact", pa.array(exact)).filter(pa.array(keep))
+        con.execute("DROP TABLE _cand_n")
+
+    def _exact_jaccard(self, con: duckdb.DuckDBPyConnection, a: np.ndarray, b: np.ndarray,
+                       ref_docs: str) -> np.ndarray:
+        """Exact Jaccard of the shingle sets (32-bit shingle hashes) of pairs of documents by seq."""
+        sets: list[dict[int, np.ndarray]] = []
+        for table, seqs in (("documents", a), (ref_docs, b)):
+            rows = list(fetch_by_rowid(con, table, "seq, text", "seq = ANY(?)", [sorted(set(seqs.tolist()))]))
+            hashes, counts = minhash.shingle_hashes([r[1] for r in rows], self.shingling.kind, self.shingling.n)
+            # one sort for all documents: (document, hash) keys, duplicates dropped
+            keys = np.sort((np.repeat(np.arange(len(rows), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
+            keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
+            bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(rows) + 1, dtype=np.uint64))
+            values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            sets.append({r[0]: values[bounds[i]:bounds[i + 1]] for i, r in enumerate(rows)})
+        out = np.empty(len(a))
+        for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+            sx, sy = sets[0][x], sets[1][y]
+            inter = len(np.intersect1d(sx, sy, assume_unique=True))
+            out[i] = inter / (len(sx) + len(sy) - inter) if len(sx) + len(sy) else 1.0
+        return out
+
+    def _cluster(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Connected components of the edges, then one keeper per component."""
+        con.execute("""CREATE OR REPLACE TEMP TABLE _edges AS
+            WITH e AS (SELECT sa.seq AS a, sb.seq AS b FROM dedup_pairs p
+                       JOIN dedup_signatures sa ON sa.doc_id = p.doc_a JOIN dedup_signatures sb ON sb.doc_id = p.doc_b)
+            SELECT a AS node, b AS nb FROM e UNION ALL SELECT b, a FROM e""")
+        con.execute("CREATE OR REPLACE TEMP TABLE _label AS SELECT node, least(node, min(nb)) AS label "
+                    "FROM _edges GROUP BY node")
+        while True:
+            # A node takes the smallest label among its neighbours, then its label's label (jumping).
+            con.execute("""CREATE OR REPLACE TEMP TABLE _step AS
+                SELECT e.node, least(min(l.label), any_value(s.label)) AS label
+                FROM _edges e JOIN _label l ON l.node = e.nb JOIN _label s ON s.node = e.node
+                GROUP BY e.node""")
+            con.execute("""CREATE OR REPLACE TEMP TABLE _next AS
+                SELECT s.node, least(s.label, j.label) AS label FROM _step s JOIN _step j ON j.node = s.label""")
+            changed = one(con.execute("""SELECT count(*) FROM _next n JOIN _label l USING (node)
+                                         WHERE n.label <> l.label"""))[0]
+            con.execute("DROP TABLE _label")
+            con.execute("ALTER TABLE _next RENAME TO _label")
+            con.execute("DROP TABLE _step")
+            if not changed:
+                break
+        order = self._keeper_order(con)
+        con.execute("DELETE FROM dedup_fuzzy")
+        con.execute(f"""INSERT INTO dedup_fuzzy
+            WITH m AS (
+                SELECT s.doc_id, s.seq, r.doc_id AS cluster_id, count(*) OVER (PARTITION BY l.label) AS cluster_size,
+                       row_number() OVER (PARTITION BY l.label ORDER BY {order}) = 1 AS is_keeper
+                FROM _label l JOIN dedup_signatures s ON s.seq = l.node
+                JOIN dedup_signatures r ON r.seq = l.label {self._keeper_joins(con)})
+            SELECT doc_id, cluster_id, cluster_size,
+                   max(CASE WHEN is_keeper THEN doc_id END) OVER (PARTITION BY cluster_id), is_keeper
+            FROM m ORDER BY cluster_id, seq""")
+        con.execute("DROP TABLE _label")
+        con.execute("DROP TABLE _edges")
+
+    def _keeper_tables(self, con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+        rows = con.execute("""SELECT table_name, list(column_name) FROM information_schema.columns
+                              WHERE table_schema = 'main' AND table_catalog = current_database()
+                                AND table_name IN ('dedup_exact', 'license_signals', 'quality')
+                              GROUP BY 1""").fetchall()
+        return {t: set(cols) for t, cols in rows}
+
+    def _keeper_joins(self, con: duckdb.DuckDBPyConnection) -> str:
+        have = self._keeper_tables(con)
+        joins = ""
+        if {"doc_id", "is_keeper"} <= have.get("dedup_exact", set()):
+            joins += """ LEFT JOIN (SELECT doc_id, bool_and(NOT is_keeper) AS exact_copy FROM dedup_exact
+                                    GROUP BY doc_id) kx ON kx.doc_id = s.doc_id"""
+        if "license" in self.keeper and {"doc_id", "use_class"} <= have.get("license_signals", set()):
+            classes = ", ".join(literal(c) for c in self.permitted)
+            joins += f""" LEFT JOIN (SELECT doc_id, bool_and(use_class IN ({classes})) AS permitted
+                                     FROM license_signals GROUP BY doc_id) kl ON kl.doc_id = s.doc_id"""
+        if "quality" in self.keeper and {"doc_id", "quality_score"} <= have.get("quality", set()):
+            joins += """ LEFT JOIN (SELECT doc_id, max(quality_score) AS quality_score FROM quality
+                                    GROUP BY doc_id) kq ON kq.doc_id = s.doc_id"""
+        return joins
+
+    def _keeper_order(self, con: duckdb.DuckDBPyConnection) -> str:
+        """ORDER BY of a cluster's members, best first. An exact-duplicate copy (not dedup_exact's
+        keeper) never keeps the cluster, so the two dedup rules never drop every copy."""
+        have = self._keeper_tables(con)
+        terms = []
+        if {"doc_id", "is_keeper"} <= have.get("dedup_exact", set()):
+            terms.append("coalesce(kx.exact_copy, false)")
+        for key in self.keeper:
+            if key == "license" and {"doc_id", "use_class"} <= have.get("license_signals", set()):
+                terms.append("coalesce(kl.permitted, false) DESC")
+            elif key == "quality" and {"doc_id", "quality_score"} <= have.get("quality", set()):
+                terms.append("kq.quality_score DESC NULLS LAST")
+            elif key == "first_ingested":
+                terms.append("s.seq")
+        return ", ".join(terms + ["s.doc_id"])
+
+    # -- the policy and explain ------------------------------------------------------------------
+    def signals_sql(self, rules: dict[str, Any]) -> str:
+        return """SELECT d.doc_id,
+                         coalesce(NOT f.is_keeper, false) AS dup_fuzzy,
+                         coalesce(f.cluster_size, 1) AS fuzzy_cluster_size,
+                         f.keeper AS fuzzy_keeper,
+                         a.doc_id IS NOT NULL AS dup_reference,
+                         a.jaccard AS fuzzy_reference_jaccard
+                  FROM documents d
+                  LEFT JOIN dedup_fuzzy f ON f.doc_id = d.doc_id
+                  LEFT JOIN (SELECT doc_id, max(jaccard) AS jaccard FROM dedup_against GROUP BY doc_id) a
+                         ON a.doc_id = d.doc_id"""
+
+    @staticmethod
+    def explain_extra(con: duckdb.DuckDBPyConnection, doc_id: str) -> dict[str, Any]:
+        """The document's cluster, its keeper and the edge that joined it, and how many of its band buckets
+        it shares. (Called after this stage's tables are listed: entries replace rows of the same name.)"""
+        out: dict[str, Any] = {}
+        bands = one(con.execute("""SELECT count(*), count(*) FILTER (shared) FROM (
+                SELECT EXISTS (SELECT 1 FROM dedup_bands o WHERE o.band = b.band AND o.bucket = b.bucket
+                               AND o.seq <> b.seq) AS shared
+                FROM dedup_bands b JOIN documents d ON d.seq = b.seq WHERE d.doc_id = ?)""", [doc_id]))
+        if bands and bands[0]:
+            out["dedup_bands"] = [{"bands": bands[0], "buckets shared with other documents": bands[1]}]
+        row = one(con.execute("SELECT cluster_id, cluster_size, keeper, is_keeper FROM dedup_fuzzy WHERE doc_id = ?",
+                              [doc_id]))
+        if row:
+            cluster_id, size, keeper, is_keeper = row
+            edges = con.execute("""
+                SELECT CASE WHEN doc_a = $d THEN doc_b ELSE doc_a END AS other, jaccard, exact
+                FROM dedup_pairs WHERE doc_a = $d OR doc_b = $d
+                ORDER BY (CASE WHEN doc_a = $d THEN doc_b ELSE doc_a END) = $k DESC, jaccard DESC, other
+                LIMIT 10""", {"d": doc_id, "k": keeper}).fetchall()
+            out["dedup_fuzzy"] = [{
+                "cluster_id": cluster_id, "cluster_size": size, "keeper": keeper, "is_keeper": is_keeper,
+                "joined_by": f"{doc_id} ~ {edges[0][0]}: Jaccard {edges[0][1]:.3f} "
+                             f"({'exact' if edges[0][2] else 'estimated'})" if edges else None,
+                "edges": ", ".join(f"{o} {j:.3f}" for o, j, _ in edges)}]
+        return out
+
+    # -- against another workspace ---------------------------------------------------------------
+    def match_against(self, con: duckdb.DuckDBPyConnection, reference: str | Path) -> int:
+        """Record in `dedup_against` the documents of this workspace that near-duplicate a document of
+        the reference workspace (opened read-only, never written). Returns the number of documents."""
+        from curate.core.workspace import DB_NAME, WorkspaceError
+
+        ref_dir = Path(reference).resolve()
+        db = ref_dir / DB_NAME
+        if not db.exists():
+            raise WorkspaceError(f"no workspace at {reference} to deduplicate against")
+        try:
+            con.execute(f"ATTACH {literal(db)} AS _ref (READ_ONLY)")
+        except duckdb.Error as e:
+            raise WorkspaceError(f"cannot open reference workspace {reference} read-only: "
+                                 f"{str(e).splitlines()[0]}") from None
+        try:
+            con.execute("BEGIN")
+            found = one(con.execute("""SELECT count(*) FROM information_schema.tables
+                                       WHERE table_catalog = '_ref' AND table_name = 'dedup_fuzzy_state'"""))[0]
+            stored = one(con.execute("SELECT value FROM _ref.dedup_fuzzy_state WHERE key = 'lsh'")) if found else None
+            mine = json.dumps(self.lsh_params(), sort_keys=True)
+            if stored is None:
+                raise WorkspaceError(f"reference workspace {reference} has no near-duplicate signatures: "
+                                     f"run `curate run {reference}` (or `curate dedup {reference}`) first")
+            if json.loads(stored[0]) != json.loads(mine):
+                raise WorkspaceError(f"reference workspace {reference} was deduplicated with other settings "
+                                     f"({stored[0]}); use the same [stages.dedup_fuzzy] settings as here ({mine})")
+            con.execute("""CREATE OR REPLACE TEMP TABLE _cand AS SELECT DISTINCT a, b FROM (
+                SELECT w.seq AS a, r.seq AS b FROM dedup_bands w JOIN (
+                    SELECT band, bucket, seq FROM _ref.dedup_bands
+                    QUALIFY row_number() OVER (PARTITION BY band, bucket ORDER BY seq) <= $cap) r
+                  ON r.band = w.band AND r.bucket = w.bucket)""", {"cap": self.max_bucket})
+            con.execute("DELETE FROM dedup_against WHERE reference_workspace = ?", [str(ref_dir)])
+            for t in self._verified(con, "_ref.dedup_signatures", "_ref.documents"):
+                rows = pa.table({"doc_id": t.column("doc_a"),
+                                 "reference_workspace": pa.array([str(ref_dir)] * len(t), pa.string()),
+                                 "reference_doc_id": t.column("doc_b"), "jaccard": t.column("jaccard")})
+                con.register("_rows", rows)
+                con.execute("INSERT INTO dedup_against SELECT * FROM _rows")
+                con.unregister("_rows")
+            con.execute("DROP TABLE _cand")
+            n = one(con.execute("SELECT count(DISTINCT doc_id) FROM dedup_against WHERE reference_workspace = ?",
+                                [str(ref_dir)]))[0]
+            con.execute("COMMIT")
+            return n
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.execute("DETACH _ref")
+
+
+def _blobs(sigs: np.ndarray) -> pa.Array:
+    """Each signature row as one little-endian BLOB."""
+    width = sigs.shape[1] * 4
+    offsets = np.arange(len(sigs) + 1, dtype=np.int32) * width
+    data = np.ascontiguousarray(sigs, dtype="<u4").tobytes()
+    return pa.Array.from_buffers(pa.binary(), len(sigs), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """A column of signature BLOBs as an (n, width) uint32 array."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, width), np.uint32)
+    arr = arr.cast(pa.large_binary())
+    offsets = np.frombuffer(arr.buffers()[1], np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    if not (np.diff(offsets) == width * 4).all():
+        raise ValueError(f"signatures of another length than {width} permutations in the workspace")
+    values = np.frombuffer(arr.buffers()[2], "<u4", count=len(arr) * width, offset=int(offsets[0]))
+    return values.astype(np.uint32, copy=False).reshape(len(arr), width)

@@ -1,0 +1,521 @@
+"""Presidio, offline and fast: the recognizers of rules/pii/recognizers.toml over batches of documents.
+
+The naive use, one `AnalyzerEngine.analyze(text)` per document, spends most of its time in spaCy
+components NER does not need and in recognizers scanning text that cannot hold what they look for.
+`BatchAnalyzer` keeps Presidio's recognizers and scoring, and changes only what they are run on:
+- spaCy runs only its `ner` pipe (it has its own tok2vec: tagger, parser, lemmatizer are not needed for
+  entities), with `nlp.pipe` over a batch, only on the lines that can hold a name (`name_lines`); the
+  entities are handed to Presidio as NlpArtifacts, so nothing is parsed twice.
+- Phone numbers (python-phonenumbers, once per region) are looked for only on lines with a digit run
+  long enough to be a valid number of that region, e-mail addresses only on lines with an '@', and a
+  recognizer whose trigger does not occur in a text is not run at all.
+- Context words are read from a small window around each finding, not by walking every token of the
+  document for every finding (Presidio's enhancer is quadratic in the document length).
+- Documents longer than CHUNK_CHARS are analysed in overlapping chunks.
+`fix` then removes Presidio's systematic errors on real text (see there).
+Nothing is fetched: the model is an installed package and tldextract uses its bundled suffix list.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+import regex
+import spacy
+import tldextract
+from presidio_analyzer import (
+    AnalysisExplanation,
+    AnalyzerEngine,
+    EntityRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
+from spacy.lang.en.stop_words import STOP_WORDS
+from spacy.lang.lex_attrs import is_punct
+from thinc.api import NumpyOps, set_current_ops
+
+from curate.core.errors import ConfigError
+from curate.stages.pii.spec import entity_set, load_recognizers, recognizers_path, secret_types  # noqa: F401 (re-exported)
+
+NON_NER_PIPES = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
+CHUNK_CHARS = 100_000  # a longer document is analysed in pieces of about this size ...
+CHUNK_OVERLAP = 5_000  # ... each extended by this much on both sides, so a finding on a cut is seen whole
+NER_CACHE = 5_000  # NER results remembered per process, by text (boilerplate and copies repeat)
+RELOAD_EVERY = 100_000  # texts; spaCy's string store only grows, so the model is reloaded to free it
+
+# A regex every text holding a finding of Presidio's recognizer for the entity matches (derived from
+# Presidio 2.2's patterns, which match case-insensitively): without a match the recognizer is not run.
+TRIGGERS = {
+    "CREDIT_CARD": r"\d{4}",
+    "US_SSN": r"\d{3}",
+    "IBAN_CODE": r"(?i)[A-Z]{2}\d{2}",
+    "IP_ADDRESS": r"\d\.\d|[0-9A-Fa-f]:|::",
+    "EMAIL_ADDRESS": r"@",
+}
+
+
+@dataclass(frozen=True)
+class Span:
+    """One finding; offsets are code points into the document text."""
+
+    entity_type: str
+    start: int
+    end: int
+    score: float
+    recognizer: str
+
+
+# -- Presidio, offline -------------------------------------------------------------------------------
+# tldextract without suffix-list URLs or cache: the snapshot shipped in the package, never the network.
+OFFLINE_TLD = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's e-mail recognizer, checking the domain against the bundled suffix list. With
+    lines_only, it reads only the lines holding an '@' (its pattern never crosses a line)."""
+
+    def __init__(self, lines_only: bool = False, **kw):
+        super().__init__(**kw)
+        self.lines_only = lines_only
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return OFFLINE_TLD(pattern_text).fqdn != ""
+
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+        if not self.lines_only:
+            return super().analyze(text, entities, nlp_artifacts, regex_flags)
+        out = []
+        for start, end in lines_around(text, [(m, m + 1) for m in _find_all(text, "@")]):
+            out.extend(_shifted(super().analyze(text[start:end], entities, nlp_artifacts, regex_flags), start))
+        return out
+
+
+class LinePhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer, run per region only on the lines holding a digit run long enough to
+    be a valid number of that region. phonenumbers' candidates never cross a line break and its checks
+    look only at a candidate and its neighbouring characters: it finds what the whole-text run finds."""
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        results, runs = [], _digit_runs(text)
+        for region in self.supported_regions:
+            least = _min_phone_digits(region)
+            for start, end in lines_around(text, [(s, e) for s, e, digits in runs if digits >= least]):
+                for match in CachedPhoneMatcher(text[start:end], region, leniency=self.leniency):
+                    match.start, match.end = match.start + start, match.end + start
+                    try:  # as Presidio does: the region the number itself names, else the one searched
+                        found = phonenumbers.region_code_for_number(phonenumbers.parse(text[match.start:match.end]))
+                    except phonenumbers.NumberParseException:
+                        found = region
+                    results.append(self._get_recognizer_result(match, text, found, nlp_artifacts))
+        return EntityRecognizer.remove_duplicates(results)
+
+
+PHONE_CACHE: dict[tuple[str, str, int, str, str], Any] = {}  # per process; cleared when it grows past 200k
+
+
+class CachedPhoneMatcher(phonenumbers.PhoneNumberMatcher):
+    """phonenumbers' matcher remembering what each candidate parses to: changelogs and logs repeat their
+    dates, times and version numbers, and parsing them once per region is most of the phone cost. A
+    verdict depends only on the candidate, region, leniency and the characters either side of it."""
+
+    def _parse_and_verify(self, candidate, offset):
+        end = offset + len(candidate)
+        key = (candidate, self.preferred_region, self.leniency,
+               self.text[offset - 1] if offset > 0 else "", self.text[end] if end < len(self.text) else "")
+        if key not in PHONE_CACHE:
+            if len(PHONE_CACHE) > 200_000:
+                PHONE_CACHE.clear()
+            match = super()._parse_and_verify(candidate, offset)
+            PHONE_CACHE[key] = None if match is None else match.number
+        number = PHONE_CACHE[key]
+        return None if number is None else phonenumbers.PhoneNumberMatch(offset, candidate, number)
+
+
+class SecretRecognizer(PatternRecognizer):
+    """One [[secrets]] entry: its regex (the `secret` group, when there is one, is the span, so a key's
+    name stays readable); values matching `ignore` are placeholders, not secrets."""
+
+    def __init__(self, spec: dict[str, Any], language: str):
+        super().__init__(supported_entity=spec["entity"], name=f"Secret:{spec['entity']}",
+                         version=str(spec["version"]), supported_language=language,
+                         patterns=[Pattern(spec["entity"].lower(), spec["regex"], float(spec["score"]))],
+                         context=list(spec.get("context", [])), global_regex_flags=regex.MULTILINE)
+        self.compiled = regex.compile(spec["regex"], regex.MULTILINE)
+        self.ignore = regex.compile(spec["ignore"]) if spec.get("ignore") else None
+        self.group = "secret" if "secret" in self.compiled.groupindex else 0
+
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+        pattern = self.patterns[0]
+        out = []
+        for m in self.compiled.finditer(text):
+            start, end = m.span(self.group)
+            if start == end or (self.ignore and self.ignore.match(text[start:end])):
+                continue
+            explanation = AnalysisExplanation(self.name, pattern.score, pattern.name, pattern.regex,
+                                              textual_explanation=f"Detected by `{self.name}`")
+            out.append(RecognizerResult(self.supported_entities[0], start, end, pattern.score, explanation,
+                                        {RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+        return out
+
+
+class NerOnlyNlpEngine(SpacyNlpEngine):
+    """spaCy with only its `ner` pipe (which has its own tok2vec): the same entities, a third of the work."""
+
+    def load(self) -> None:
+        # thinc's default matrix multiply (blis) runs at a sixth of numpy's on these machines: the same
+        # entities, NER 20% faster (one thread per worker process: see curate.core.executors.local)
+        set_current_ops(NumpyOps(use_blis=False))
+        self.nlp = {m["lang_code"]: spacy.load(m["model_name"], exclude=list(NON_NER_PIPES)) for m in self.models}
+
+    def _doc_to_nlp_artifact(self, doc, language):
+        ents, scores = self._get_updated_entities(doc.ents, self._get_scores_for_entities(doc))
+        return Artifacts(doc.text, [Entity(e.label_, e.start_char, e.end_char) for e in ents], scores, self, language)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What Presidio's SpacyRecognizer reads of a spaCy entity."""
+
+    label_: str
+    start_char: int
+    end_char: int
+
+
+class Artifacts(NlpArtifacts):
+    """NlpArtifacts with entities found beforehand and no tokens: FastContextEnhancer tokenises only
+    around findings."""
+
+    def __init__(self, text: str, entities: list[Entity], scores: list[float], nlp_engine, language: str):  # noqa: D107
+        self.text, self.entities, self.scores = text, entities, scores
+        self.nlp_engine, self.language = nlp_engine, language
+        self.tokens, self.tokens_indices, self.lemmas, self.keywords = (), [], [], []
+
+    def to_json(self) -> str:
+        return "{}"  # never the text
+
+
+def _is_keyword(word: str) -> bool:
+    """Presidio's keyword test on a lower-cased token: with no lemmatizer the lower-cased word stands in
+    for the lemma (empty lemmas would make every context word miss)."""
+    return word not in STOP_WORDS and ":" not in word and word not in ("-pron-", "be") and not is_punct(word)
+
+
+class FastContextEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's lemma context enhancer reading a window around each finding, widened until the five
+    words before it are inside: linear in the text, where Presidio scans every token for every finding."""
+
+    WINDOW = 64  # chars before the finding read first (after: a quarter of it)
+
+    def _extract_surrounding_words(self, nlp_artifacts, word, start):
+        text = nlp_artifacts.text
+        tokenizer = nlp_artifacts.nlp_engine.get_nlp(nlp_artifacts.language).tokenizer
+        end, width = start + len(word), self.WINDOW
+        while True:
+            lo, hi = max(0, start - width), min(len(text), end + width // 4)
+            tokens = tokenizer(text[lo:hi])
+            lemmas = [t.lower_ for t in tokens]
+            index = min(bisect.bisect_right([t.idx + len(t) for t in tokens], start - lo), len(tokens) - 1)
+            back, i = _collect(lemmas, index, self.context_prefix_count + 1, -1)
+            fwd, j = _collect(lemmas, index, self.context_suffix_count + 1, 1)
+            # a word cut by the window's edge must not count: widen until both walks stop inside
+            if (lo == 0 or i > 0) and (hi == len(text) or j < len(lemmas) - 1):
+                return list(set(back + fwd))
+            width *= 4
+
+
+def _collect(lemmas: list[str], index: int, n: int, step: int) -> tuple[list[str], int]:
+    """Up to n keywords walking from index by step, and the last index looked at."""
+    out, i = [], index
+    while 0 <= i < len(lemmas) and len(out) < n:
+        if _is_keyword(lemmas[i]):
+            out.append(lemmas[i])
+        i += step
+    return out, i - step
+
+
+def build_registry(spec: dict[str, Any], nlp_engine, fast: bool = True) -> RecognizerRegistry:
+    """Presidio's predefined recognizers for the spec's entities (with its context words), and our secrets."""
+    language = spec.get("language", "en")
+    registry = RecognizerRegistry(supported_languages=[language])
+    registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
+    keep = []
+    for rec in registry.recognizers:
+        ents = [e for e in rec.supported_entities if e in spec["entities"]]
+        if not ents:
+            continue
+        if isinstance(rec, SpacyRecognizer):
+            rec.supported_entities = ents
+        elif isinstance(rec, EmailRecognizer):
+            rec = OfflineEmailRecognizer(lines_only=fast, supported_language=language)
+        elif isinstance(rec, PhoneRecognizer) and fast:
+            rec = LinePhoneRecognizer(supported_language=language, supported_regions=rec.supported_regions,
+                                      leniency=rec.leniency)
+        context = spec["entities"][ents[0]].get("context")
+        if context is not None and not isinstance(rec, SpacyRecognizer):
+            rec.context = list(context)
+        keep.append(rec)
+    missing = set(spec["entities"]) - {e for r in keep for e in r.supported_entities}
+    if missing:
+        raise ConfigError(f"no Presidio recognizer for {', '.join(sorted(missing))}")
+    registry.recognizers = keep + [SecretRecognizer(s, language) for s in spec.get("secrets", [])]
+    return registry
+
+
+def analyzer(spec: dict[str, Any], fast: bool = True) -> AnalyzerEngine:
+    """An AnalyzerEngine for the spec, its spaCy model named (Presidio's default downloads en_core_web_lg).
+    fast=False is the naive set-up the benchmarks compare with: full spaCy pipeline, stock phone and
+    e-mail scanning and context enhancer (the e-mail domain check is offline in both)."""
+    language = spec.get("language", "en")
+    nlp = (NerOnlyNlpEngine if fast else SpacyNlpEngine)(models=[{"lang_code": language, "model_name": spec["model"]}])
+    nlp.load()
+    return AnalyzerEngine(registry=build_registry(spec, nlp, fast=fast), nlp_engine=nlp, supported_languages=[language],
+                          context_aware_enhancer=FastContextEnhancer() if fast else None)
+
+
+# -- where to look -------------------------------------------------------------------------------------
+def _find_all(text: str, needle: str) -> list[int]:
+    out, i = [], text.find(needle)
+    while i >= 0:
+        out.append(i)
+        i = text.find(needle, i + 1)
+    return out
+
+
+def _shifted(results: list[RecognizerResult], offset: int) -> list[RecognizerResult]:
+    for r in results:
+        r.start += offset
+        r.end += offset
+    return results
+
+
+def lines_around(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, end) of the lines holding the given (sorted) spans, touching lines merged."""
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        if out and s < out[-1][1]:
+            continue
+        start = text.rfind("\n", 0, s) + 1
+        end = text.find("\n", e)
+        end = len(text) if end < 0 else end
+        if out and start <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+@functools.cache
+def _min_phone_digits(region: str) -> int:
+    """Fewest digits a valid number of this region can have (phonenumbers' metadata; 1 if unknown)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    lengths = meta.general_desc.possible_length if meta is not None and meta.general_desc is not None else ()
+    return min(lengths) if lengths else 1
+
+
+# digits with phonenumbers' punctuation between them: each of its candidates lies within one such run
+_DIGIT_RUN = regex.compile(r"[+(\uFF0B\uFF08]?\p{Nd}(?:[\p{Nd}\-x\u2010-\u2015\u2212\u30FC\uFF0D-\uFF0F \u00A0"
+                           r"\u00AD\u200B\u2060\u3000()\uFF08\uFF09\uFF3B\uFF3D.\[\]/~\u2053\u223C\uFF5E]*\p{Nd})?")
+
+
+def _digit_runs(text: str) -> list[tuple[int, int, int]]:
+    return [(m.start(), m.end(), sum(c.isdigit() for c in m.group())) for m in _DIGIT_RUN.finditer(text)]
+
+
+_CAPITALISED = regex.compile(r"(?<![\p{L}\p{N}_'.\-/@])\p{Lu}[\p{L}'\u2019\-]*\p{Ll}\p{L}*")
+_SENTENCE_START = regex.compile(r"(?:^|[.!?]\s)[\s*\-+#>\"'(\[\u2022]*$")
+_AFTER_DETERMINER = regex.compile(r"(?i:\b(?:the|a|an|this|that|these|those|any|each|every|our|your|its|their|no"
+                                  r"|such|all|some))\s+(?:\p{Lu}[\p{L}'\-]*\s+)*$")
+_LOWER_WORD = regex.compile(r"(?<![\p{L}\p{N}_'.\-/@])\p{Ll}[\p{L}'\u2019\-]*")
+CAPITALISED_STOP_WORDS = frozenset(w.capitalize() for w in STOP_WORDS)
+
+
+def name_lines(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the runs of lines worth giving to NER: those with a capitalised word that could be
+    a name. Not: a stop word; the first word of a line or sentence (a name there is found by its other
+    capitalised word); a word after a determiner ('the Free Software Foundation'); a word the text also
+    writes in lower case ('License' next to 'license'). The known miss: a one-word name opening a
+    sentence."""
+    lower: set[str] | None = None
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for line in text.split("\n"):
+        end = pos + len(line)
+        for m in _CAPITALISED.finditer(line):
+            word = m.group()
+            if word in CAPITALISED_STOP_WORDS or _SENTENCE_START.search(line, 0, m.start()):
+                continue
+            if _AFTER_DETERMINER.search(line, max(0, m.start() - 60), m.start()):
+                continue
+            if lower is None:
+                lower = set(_LOWER_WORD.findall(text))
+            if word.lower() in lower:
+                continue
+            if out and out[-1][1] + 1 >= pos:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((pos, end))
+            break
+        pos = end + 1
+    return out
+
+
+def _cut(text: str, lo: int, hi: int) -> int:
+    """A cut point in text[lo:hi]: after the last blank line, else line break, else space; else hi."""
+    for sep in ("\n\n", "\n", " "):
+        i = text.rfind(sep, lo, hi)
+        if i > lo:
+            return i + len(sep)
+    return hi
+
+
+def chunks(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """(start, end, own_start, own_end) per piece of a text: cut at blank lines, line breaks or spaces
+    about every `size` chars and extended by `overlap` on both sides. A finding belongs to the piece
+    owning its start, so each is reported once, and whole unless longer than the overlap."""
+    cuts = [0]
+    while len(text) - cuts[-1] > size:
+        cuts.append(_cut(text, cuts[-1] + size // 2, cuts[-1] + size))
+    cuts.append(len(text))
+    return [(max(0, a - overlap), min(len(text), b + overlap), a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+# -- cheap systematic errors ---------------------------------------------------------------------------
+_NAME_EDGE = regex.compile(r"^[^\p{L}]+|[^\p{L}.]+$")
+_NOT_A_NAME = regex.compile(r"[\p{N}_/@()\[\]{}<>=|\\#$%&*+:;]|^[^\p{Lu}]*$"
+                            r"|^(?:(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri|Sat(?:ur)?|Sun)(?:day)?|Jan(?:uary)?|Feb(?:ruary)?|March|April|June|July|Aug(?:ust)?|Sept?(?:ember)?"
+                            r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?$")
+_URL_USERINFO = regex.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@]*:$")
+_GLUED_BEFORE = regex.compile(r"(?:[\w.~#/]|\d:)$")  # the digits continue a word, version, bug number or time
+_VERSION_BEFORE = regex.compile(r"(?i)(?:[\w.~:\-]|version(?:\s+(?:to|is|of))?[\s:=]*)$")
+_REVISION_AFTER = regex.compile(r"[\-~+][0-9A-Za-z]")
+
+
+def fix(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Presidio's systematic errors on real text, cheaply fixed. PERSON: leading or trailing punctuation
+    ('-- Jane Doe') trimmed; dropped when it has digits or code characters ('amd64', 'hostname(1'), no
+    capital letter, or is a day or month name. PHONE_NUMBER: dropped when glued to a word, version, bug
+    number or time ('3.1-20210419-1', '#338490', '13:07:03 -0400') or holding '~'. IP_ADDRESS (v4):
+    dropped when it is a version ('Standards-Version: 4.6.1.1', '1:0.2.2.2', '1.2.6.3-1'). EMAIL_ADDRESS:
+    dropped when it is a URL's password@host. URL: dropped inside an e-mail address. A PHONE_NUMBER or
+    CREDIT_CARD overlapping a more specific, validated finding (an IBAN, card, IP address, or an SSN
+    with context) is that finding, not a second one."""
+    emails = [(r.start, r.end) for r in results if r.entity_type == "EMAIL_ADDRESS"]
+    specific = [(r.start, r.end, r.entity_type) for r in results
+                if r.entity_type in ("IBAN_CODE", "CREDIT_CARD", "IP_ADDRESS") or (r.entity_type == "US_SSN"
+                                                                                    and r.score >= 0.5)]
+    out = []
+    for r in results:
+        outranked = {"PHONE_NUMBER": ("IBAN_CODE", "CREDIT_CARD", "IP_ADDRESS", "US_SSN"),
+                     "CREDIT_CARD": ("IBAN_CODE",)}.get(r.entity_type, ())
+        if any(k in outranked and s < r.end and r.start < e for s, e, k in specific):
+            continue
+        before = text[max(0, r.start - 30):r.start]
+        if r.entity_type == "PERSON":
+            value = text[r.start:r.end]
+            name = _NAME_EDGE.sub("", value)
+            if not name or _NOT_A_NAME.search(name):
+                continue
+            r.start += value.index(name)
+            r.end = r.start + len(name)
+        elif r.entity_type == "PHONE_NUMBER":
+            if _GLUED_BEFORE.search(before) or "~" in text[r.start:r.end]:
+                continue
+        elif r.entity_type == "IP_ADDRESS" and ":" not in text[r.start:r.end]:
+            if _VERSION_BEFORE.search(before) or _REVISION_AFTER.match(text, r.end):
+                continue
+        elif r.entity_type == "EMAIL_ADDRESS" and _URL_USERINFO.search(text, max(0, r.start - 200), r.start):
+            continue
+        elif r.entity_type == "URL" and any(s < r.end and r.start < e for s, e in emails):
+            continue
+        out.append(r)
+    return out
+
+
+# -- the batch analyzer ----------------------------------------------------------------------------
+class BatchAnalyzer:
+    """Analyzes many documents at a time: `analyze_batch(texts)` gives each one's spans."""
+
+    def __init__(self, spec: dict[str, Any], batch_size: int = 64):
+        self.language = spec.get("language", "en")
+        self.engine = analyzer(spec, fast=True)
+        self.nlp = self.engine.nlp_engine.get_nlp(self.language)
+        self.batch_size = batch_size
+        self.cache: dict[str, tuple[tuple[int, int, str], ...]] = {}
+        self.seen = 0
+        recs = self.engine.registry.recognizers
+        self.entities = sorted({e for r in recs for e in r.supported_entities})
+        self.ner_entities = {e for r in recs if isinstance(r, SpacyRecognizer) for e in r.supported_entities}
+        self.triggers = {e: regex.compile(t) for e, t in TRIGGERS.items() if e in self.entities}
+        cfg = self.engine.nlp_engine.ner_model_configuration
+        self.labels, self.ignored, self.ner_score = (cfg.model_to_presidio_entity_mapping, set(cfg.labels_to_ignore),
+                                                     cfg.default_score)
+
+    def analyze_batch(self, texts: Sequence[str], english: Sequence[bool] | None = None) -> list[list[Span]]:
+        """Spans per document, sorted; english[i] False skips NER on document i (another language)."""
+        english = english if english is not None else [True] * len(texts)
+        pieces = [(i, *c) for i, text in enumerate(texts) for c in chunks(text)]
+        ner_in = [self._ner_input(texts[i][a:b]) if english[i] and self.ner_entities else ("", [])
+                  for i, a, b, _, _ in pieces]
+        entities = self._ner([t for t, _ in ner_in])
+        out: list[set[Span]] = [set() for _ in texts]
+        for (i, start, end, own_start, own_end), (_, segments), ents in zip(pieces, ner_in, entities, strict=True):
+            text = texts[i][start:end]
+            for r in self._analyze(text, _map_back(ents, segments)):
+                if own_start <= start + r.start < own_end:
+                    out[i].add(Span(r.entity_type, start + r.start, start + r.end, round(float(r.score), 4),
+                                    r.recognition_metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "")))
+        return [sorted(spans, key=lambda s: (s.start, s.end, s.entity_type, s.recognizer)) for spans in out]
+
+    @staticmethod
+    def _ner_input(text: str) -> tuple[str, list[tuple[int, int, int]]]:
+        """The lines worth NER joined by blank lines, and (joined start, text start, length) per run."""
+        parts, segments, pos = [], [], 0
+        for s, e in name_lines(text):
+            parts.append(text[s:e])
+            segments.append((pos, s, e - s))
+            pos += e - s + 2
+        return "\n\n".join(parts), segments
+
+    def _ner(self, texts: list[str]) -> list[tuple[tuple[int, int, str], ...]]:
+        """(start, end, Presidio entity) per text, one nlp.pipe over the batch; repeats come from a cache."""
+        todo = sorted({t for t in texts if t and t not in self.cache})
+        if len(self.cache) + len(todo) > NER_CACHE:
+            self.cache.clear()
+        self.seen += len(todo)
+        if self.seen > RELOAD_EVERY:  # same results (hashed features), memory back to a fresh model's
+            self.engine.nlp_engine.load()
+            self.nlp, self.seen = self.engine.nlp_engine.get_nlp(self.language), len(todo)
+        for text, doc in zip(todo, self.nlp.pipe(todo, batch_size=self.batch_size), strict=True):
+            ents = ((e.start_char, e.end_char, self.labels.get(e.label_, e.label_)) for e in doc.ents)
+            self.cache[text] = tuple(e for e in ents if e[2] in self.ner_entities and e[2] not in self.ignored)
+        return [self.cache[t] if t else () for t in texts]
+
+    def _analyze(self, text: str, ents: list[Entity]) -> list[RecognizerResult]:
+        """Presidio's analyze over one text, handed our NER entities; untriggered recognizers left out."""
+        wanted = [e for e in self.entities if e not in self.triggers or self.triggers[e].search(text)]
+        arts = Artifacts(text, ents, [self.ner_score] * len(ents), self.engine.nlp_engine, self.language)
+        return fix(text, self.engine.analyze(text, self.language, entities=wanted, nlp_artifacts=arts))
+
+
+def _map_back(ents: Sequence[tuple[int, int, str]], segments: list[tuple[int, int, int]]) -> list[Entity]:
+    """Entities of the joined NER input at their offsets in the text; any crossing a join is dropped."""
+    starts = [j for j, _, _ in segments]
+    out = []
+    for s, e, label in ents:
+        k = bisect.bisect_right(starts, s) - 1
+        if k >= 0:
+            j, t, n = segments[k]
+            if e <= j + n:
+                out.append(Entity(label, t + s - j, t + e - j))
+    return out

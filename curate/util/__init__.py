@@ -1,0 +1,1 @@
+"""Helpers shared by every layer, one module per job (hashing, quoting, tokens, progress, text, assets)."""
