@@ -6,13 +6,16 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from s3server import s3  # noqa: F401  (the S3-compatible server fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples"
@@ -86,8 +89,7 @@ def sample_ws(tmp_path_factory) -> Path:
     """A workspace with data/samples ingested and run once (shared, read it only)."""
     from curate import Workspace
 
-    if not any(SAMPLES.glob("*.jsonl*")):
-        pytest.skip("data/samples is empty")
+    assert any(SAMPLES.glob("*.jsonl*")), "data/samples is empty: the committed samples are missing"
     path = tmp_path_factory.mktemp("sample") / "ws"
     w = Workspace.init(path)
     w.ingest([str(SAMPLES)])
@@ -112,3 +114,54 @@ def full_ws(sample_ws: Path, tmp_path_factory) -> Path:
     shutil.copytree(sample_ws, path)
     plant_signals(path)
     return path
+
+
+# -- killing a command at a point it has reached ------------------------------------------------------
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (zombies count as gone)."""
+    out = set()
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(p)
+    return out
+
+
+def run_until(args: list[str], event: str, timeout: float = 120, **match) -> tuple[subprocess.Popen, dict]:
+    """Start `curate --log-format json ARGS` and read its events until `event` (with the `match` fields) is
+    logged; returns the running process and that event. The command's work is then certainly under way."""
+    proc = subprocess.Popen([*CURATE, "--log-format", "json", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    for line in proc.stderr:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+            return proc, e
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"curate {' '.join(args)} ended or timed out before logging {event} {match}")

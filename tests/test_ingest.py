@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from conftest import CURATE, doc, write_jsonl
@@ -139,17 +138,20 @@ def test_a_second_writer_gets_a_clear_error(ws, shards):
 
 
 def test_killed_ingest_resumes_without_duplicates(ws, tmp_path):
+    from conftest import run_until
+
     d = tmp_path / "big"
     d.mkdir()
     for k in range(6):
         write_jsonl(d / f"part{k}.jsonl", [doc(k * 20000 + i, text="lorem ipsum dolor " * 40) for i in range(20000)])
-    proc = subprocess.Popen([*CURATE, "ingest", "--no-progress", str(ws.path), str(d)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(2.5)
+    proc, first = run_until(["ingest", "--no-progress", str(ws.path), str(d)], "shard_ingested", status="ingested")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert first["uri"].endswith("part0.jsonl")
+    done = count(ws, "SELECT count(*) FROM shards")
+    assert 1 <= done < 6 and count(ws, "SELECT count(*) FROM documents") == 20000 * done  # whole shards only
     s = ws.ingest([str(d)])
-    assert {r.status for r in s.shards} <= {"ingested", "skipped"}
+    assert [r.status for r in s.shards] == ["skipped"] * done + ["ingested"] * (6 - done)
     assert count(ws, "SELECT count(*) FROM documents") == 120000
     assert count(ws, "SELECT count(DISTINCT doc_id) FROM documents") == 120000
     assert count(ws, "SELECT count(*) FROM shards") == 6

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import os
+import time
+
 import pyarrow as pa
 import pytest
-from conftest import doc, write_jsonl
+from conftest import TEXTS, doc, write_jsonl
 
 from curate import stages
 from curate.core.redact import merge, redact
@@ -35,6 +38,9 @@ def test_stages_only_process_new_shards(ws, tmp_path):
     r3 = ws.run().stages
     exact = [next(r for r in rs if r.name == "dedup_exact") for rs in (r1, r2, r3)]
     assert [(r.shards, r.documents) for r in exact] == [(1, 2), (0, 0), (1, 1)]
+
+
+TEXT = " ".join(TEXTS)
 
 
 class Boom(Detector):
@@ -89,26 +95,40 @@ def test_redaction_merges_overlaps_and_leaves_no_value_behind():
     assert "jane" not in out and "555" not in out
 
 
-def test_killed_run_resumes_without_duplicates(ws, tmp_path):
-    import os
+NAMES = ["Maria Garcia", "John Smith", "Wei Zhang", "Olga Ivanova", "Ahmed Hassan"]
+
+
+def test_killed_run_leaves_no_process_and_resumes_without_duplicates(ws, tmp_path):
+    """kill -9 of `curate run` mid-stage: no worker or fork server outlives it, the shards committed before the
+    kill stay, the others are absent, and the rerun finishes the job without duplicating anything."""
     import signal
-    import subprocess
-    import time
 
-    from conftest import CURATE
+    from conftest import alive, descendants, run_until
 
-    d = tmp_path / "big"
+    d = tmp_path / "shards"
     d.mkdir()
-    for k in range(4):
-        write_jsonl(d / f"p{k}.jsonl", [doc(k * 25000 + i, text=f"words {i % 5000} " * 30) for i in range(25000)])
+    for k in range(4):  # four shards: the kill lands after the first commit, long before the last
+        rows = [doc(k * 400 + i, text=f"{TEXT} Reviewed by {NAMES[i % 5]} on day {i}. Mail {i}@example.org "
+                    f"or call +1 212-555-{i % 9000:04d}.") for i in range(400)]
+        write_jsonl(d / f"p{k}.jsonl", rows)
     ws.ingest([str(d)])
-    proc = subprocess.Popen([*CURATE, "run", "--no-progress", "--workers", "2", str(ws.path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(4)
-    os.killpg(proc.pid, signal.SIGKILL)
+    proc, first = run_until(["run", "--no-progress", "--workers", "2", "--stages", "pii", str(ws.path)],
+                            "shard_committed", stage="pii")
+    workers = descendants(proc.pid)
+    assert len(workers) >= 3, "a fork server and two workers should be running"
+    os.kill(proc.pid, signal.SIGKILL)  # the run's process only: its workers must end by themselves
     proc.wait()
-    ws.run(workers=2)
-    assert ws.sql("SELECT count(*), count(DISTINCT doc_id) FROM dedup_exact").row(0) == (100000, 100000)
-    assert ws.sql("SELECT count(*) FROM stage_runs WHERE stage = 'dedup_exact'").item() == 4
-    assert ws.sql("SELECT count(*), count(DISTINCT doc_id) FROM decisions").row(0) == (100000, 100000)
-    assert ws.sql("SELECT count(*) FROM dedup_exact WHERE is_keeper").item() == 5000
+    deadline = time.monotonic() + 20
+    while alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(workers), f"processes outlived the killed run: {sorted(alive(workers))}"
+    done = ws.sql("SELECT shard_id FROM stage_runs WHERE stage = 'pii'")["shard_id"].to_list()
+    assert first["shard_id"] in done and 1 <= len(done) < 4
+    spans = "SELECT count(*) FROM pii_spans s JOIN documents d USING (doc_id) WHERE d.shard_id NOT IN ({})"
+    assert ws.sql(spans.format(", ".join(f"'{x}'" for x in done))).item() == 0  # nothing of unfinished shards
+    ws.run(stages=["pii"], workers=2)
+    assert ws.sql("SELECT count(*) FROM stage_runs WHERE stage = 'pii'").item() == 4
+    total, distinct = ws.sql("""SELECT count(*), count(DISTINCT (doc_id, entity_type, "start", "end"))
+                                FROM pii_spans""").row(0)
+    assert total == distinct and ws.sql("SELECT count(DISTINCT doc_id) FROM pii_spans").item() == 1600
+    assert ws.sql("SELECT count(*), count(DISTINCT doc_id) FROM decisions").row(0) == (1600, 1600)

@@ -18,6 +18,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+@app.callback()
+def options(
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text or json: one JSON object per event on stderr (default: $CURATE_LOG or text).")]
+    = None,
+    log_file: Annotated[Path | None, typer.Option(help="Write the events to this file instead of stderr.")] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More events (-v info, -vv debug).")]
+    = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=lambda v: _version(v))] = False,
+) -> None:
+    """Curate: training-data curation and audit. Signals first, decisions later."""
+    from curate.util import log
+
+    try:
+        log.configure(log_format, log_file, -1 if quiet else verbose)
+    except CurateError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from curate import __version__
+
+        out.print(f"curate {__version__}")
+        raise typer.Exit(0)
+
+
 WS = Annotated[Path, typer.Argument(help="Workspace directory.")]
 Rules = Annotated[Path | None, typer.Option("--rules", help="Rules file (default: rules/default.toml).")]
 

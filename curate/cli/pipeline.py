@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +35,7 @@ def ingest(
     from curate.io.ingest import Fields
 
     s = Workspace(ws).ingest(paths, fields=Fields(id_field, text_field, url_field, meta_field),
-                             max_doc_bytes=max_doc_bytes, progress=progress and sys.stderr.isatty())
+                             max_doc_bytes=max_doc_bytes, progress=progress)
     out.print(table("ingest", ["shard", "status", "rows", "documents", "quarantined"],
                      [[Path(r.uri).name, r.status, r.rows, r.documents, r.quarantined] for r in s.shards]))
     for r in s.shards:
@@ -62,7 +61,7 @@ def run(
     """Run the detectors on what they have not seen, then the policy, then write the manifest."""
     names = [n for s in stages or [] for n in s.split(",") if n] or None
     s = Workspace(ws).run(stages=names, rules=rules, workers=workers, manifest=manifest,
-                          progress=progress and sys.stderr.isatty())
+                          progress=progress)
     out.print(table("stages", ["stage", "shards", "documents", "errors", "seconds"],
                      [[r.name, r.shards, r.documents, r.errors, f"{r.seconds:.1f}"] for r in s.stages]))
     _print_decisions(s.decisions)
@@ -96,7 +95,7 @@ def dedup(
 ) -> None:
     """Exact and near-duplicate detection (and against reference workspaces), then the policy."""
     s = Workspace(ws).dedup(against=against or [], rules=rules, workers=workers,
-                            progress=progress and sys.stderr.isatty())
+                            progress=progress)
     out.print(f"near duplicates: {s.clusters} clusters, {s.clustered} documents in them, {s.duplicates} not kept")
     for ref, n in s.against.items():
         out.print(f"against {ref}: {n} documents near-copy a document there")

@@ -24,6 +24,7 @@ from curate import __version__
 from curate.core.db import one
 from curate.core.errors import UserError
 from curate.core.schema import SCHEMA_VERSION
+from curate.util import log
 from curate.util.sql import literal
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
                        "row_hash": ROW_HASH_SQL.replace("\n", " "), "root": ROOT_HASH_SQL}
     (out / RUN).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
     (out / "ROOT").write_text(root + "\n")
+    log.event("manifest", path=str(out), rows=table.num_rows, root_hash=root, by_action=counts["by_action"])
     return ManifestSummary(out, table.num_rows, root, counts["by_action"])
 
 

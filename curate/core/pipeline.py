@@ -23,6 +23,7 @@ from curate.core.executors import executor as make_executor
 from curate.core.policy import Ruleset, build_signals_view, decisions_sql, load_rules
 from curate.core.runner import StageReport, pending_totals, run_stage
 from curate.core.stage import detectors
+from curate.util import log
 
 if TYPE_CHECKING:
     from curate.core.workspace import Workspace
@@ -38,6 +39,7 @@ class DecideSummary:
 def write_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, subset: str | None = None) -> DecideSummary:
     """Replace `decisions` with the policy's verdict, in one transaction: on every document, or (`subset`, a
     table of doc_ids) on those alone, when nothing else can have changed since the last decision."""
+    started = time.monotonic()
     columns = build_signals_view(con, ruleset.raw)  # the `signals` view analysts query stays current
     if subset is not None:
         columns = build_signals_view(con, ruleset.raw, only=subset)
@@ -64,6 +66,8 @@ def write_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, subset: st
     by_action = dict(con.execute("SELECT action, count(*) FROM decisions GROUP BY 1 ORDER BY 1").fetchall())
     by_rule = dict(con.execute(
         "SELECT r, count(*) FROM (SELECT unnest(rule_ids) AS r FROM decisions) GROUP BY 1 ORDER BY 1").fetchall())
+    log.event("policy", rules=str(ruleset.path), rules_sha256=ruleset.sha256, subset=subset is not None,
+              by_action=by_action, seconds=round(time.monotonic() - started, 3))
     return DecideSummary(ruleset, by_action, by_rule)
 
 

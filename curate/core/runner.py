@@ -9,7 +9,6 @@ set work in SQL, in its own transaction.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from curate.core.db import one
 from curate.core.executors import Executor, Session
 from curate.core.schema import ensure_stage_tables
 from curate.core.stage import Detector
+from curate.util import log
 from curate.util.progress import Progress
 from curate.util.sql import literal
 
-log = logging.getLogger("curate")
 WINDOW_ROWS = 10_000  # documents read (and sorted) at a time for a stage
 
 
@@ -34,6 +33,7 @@ class StageReport:
     shards: int = 0
     documents: int = 0
     errors: int = 0
+    rows: int = 0  # rows written to the stage's output table
     seconds: float = 0.0
 
 
@@ -68,6 +68,7 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, executor: Executor 
     started = time.monotonic()
     fp = det.fingerprint()
     todo = pending(con, det)
+    log.event("stage_start", stage=det.name, fingerprint=fp, shards=len(todo), documents=sum(n for _, n, _ in todo))
     if det.output is not None and todo:
         total = sum(n for _, n, _ in todo)
         with executor.session(det, total, sum(c or 0 for *_, c in todo)) as session, \
@@ -89,6 +90,8 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, executor: Executor 
         con.execute("ROLLBACK")
         raise
     report.seconds = time.monotonic() - started
+    log.event("stage_end", stage=det.name, shards=report.shards, documents=report.documents, errors=report.errors,
+              rows=report.rows, seconds=round(report.seconds, 3))
     return report
 
 
@@ -128,6 +131,8 @@ def _process(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], f
                 con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
                             [det.name, shard_id, fp, n, time.monotonic() - t0])
                 con.execute("COMMIT")
+                log.event("shard_committed", stage=det.name, shard_id=shard_id, documents=n, errors=errors,
+                          seconds=round(time.monotonic() - t0, 3))
                 shard_id = None
                 report.shards += 1
                 report.documents += n
@@ -135,9 +140,11 @@ def _process(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], f
                 continue
             n += batch.num_rows
             if isinstance(result, BaseException):
-                errors += _isolate(con, det, batch)
+                failed, written = _isolate(con, det, batch)
+                errors += failed
+                report.rows += written
             else:
-                _insert(con, det, result)
+                report.rows += _insert(con, det, result)
             bar(batch.num_rows)
     except BaseException:
         if shard_id is not None:
@@ -145,11 +152,13 @@ def _process(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], f
         raise
 
 
-def _insert(con: duckdb.DuckDBPyConnection, det: Detector, rows: pa.Table | None) -> None:
-    if rows is not None and rows.num_rows:
-        con.register("_rows", rows)
-        con.execute(f'INSERT INTO "{det.output}" BY NAME SELECT * FROM _rows')
-        con.unregister("_rows")
+def _insert(con: duckdb.DuckDBPyConnection, det: Detector, rows: pa.Table | None) -> int:
+    if rows is None or not rows.num_rows:
+        return 0
+    con.register("_rows", rows)
+    con.execute(f'INSERT INTO "{det.output}" BY NAME SELECT * FROM _rows')
+    con.unregister("_rows")
+    return rows.num_rows
 
 
 def _batches(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], session: Session
@@ -173,9 +182,10 @@ def _batches(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], s
         reader.close()
 
 
-def _isolate(con: duckdb.DuckDBPyConnection, det: Detector, batch: pa.RecordBatch) -> int:
-    """A batch failed: rerun its documents one by one here, recording the ones that fail."""
-    errors = 0
+def _isolate(con: duckdb.DuckDBPyConnection, det: Detector, batch: pa.RecordBatch) -> tuple[int, int]:
+    """A batch failed: rerun its documents one by one here, recording the ones that fail.
+    Returns (documents failed, rows written)."""
+    errors = written = 0
     for i in range(batch.num_rows):
         single = batch.slice(i, 1)
         try:
@@ -184,7 +194,7 @@ def _isolate(con: duckdb.DuckDBPyConnection, det: Detector, batch: pa.RecordBatc
             errors += 1
             doc_id = single.column(det.columns.index("doc_id"))[0].as_py()
             con.execute("INSERT INTO stage_errors VALUES (?, ?, ?)", [det.name, doc_id, f"{type(e).__name__}: {e}"])
-            log.warning("stage %s failed on document %s: %s", det.name, doc_id, type(e).__name__)
+            log.event("document_failed", "warning", stage=det.name, doc_id=doc_id, error=type(e).__name__)
             continue
-        _insert(con, det, rows)
-    return errors
+        written += _insert(con, det, rows)
+    return errors, written

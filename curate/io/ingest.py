@@ -24,6 +24,8 @@ import pyarrow as pa
 
 from curate.core.db import one
 from curate.core.errors import UserError
+from curate.util import log
+from curate.util.progress import Progress
 from curate.util.sql import literal
 
 if TYPE_CHECKING:
@@ -147,15 +149,24 @@ def ingest(
     """Ingest every shard once; a shard already present (same SHA-256) is skipped."""
     files = expand(paths)
     summary = IngestSummary()
-    bar = _Progress(len(files), progress)
-    with ws.connect(write=True) as con:
+    sizes = [_size(p) for p in files]
+    with ws.connect(write=True) as con, Progress("ingest", sum(sizes), progress, unit="bytes") as bar:
         _register_sha256(con)
-        for path in files:
-            bar.start(path)
-            summary.shards.append(ingest_shard(con, path, fields, max_doc_bytes))
-            bar.advance()
-    bar.stop()
+        for path, size in zip(files, sizes, strict=True):
+            bar.describe(os.path.basename(path))
+            r = ingest_shard(con, path, fields, max_doc_bytes)
+            summary.shards.append(r)
+            log.event("shard_ingested", uri=r.uri, status=r.status, bytes=size, rows=r.rows, documents=r.documents,
+                      quarantined=r.quarantined, **({"error": r.error} if r.error else {}))
+            bar(size)
     return summary
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_doc_bytes: int) -> ShardReport:
@@ -463,34 +474,6 @@ def domain_sql(url: str) -> str:
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-class _Progress:
-    """A rich progress bar over shards when asked for; silent otherwise."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        if enabled and total:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.description}"),
-                                console=Console(stderr=True), transient=False)
-            self.task = self.bar.add_task("", total=total)
-            self.bar.start()
-
-    def start(self, path: str) -> None:
-        if self.bar:
-            self.bar.update(self.task, description=os.path.basename(path))
-
-    def advance(self) -> None:
-        if self.bar:
-            self.bar.advance(self.task)
-
-    def stop(self) -> None:
-        if self.bar:
-            self.bar.stop()
 
 
 # -- the row-by-row readers -----------------------------------------------------------------------
