@@ -23,29 +23,44 @@ def init(ws: WS) -> None:
 @friendly
 def ingest(
     ws: WS,
-    paths: Annotated[list[str], typer.Argument(help="Shard files, directories or globs.")],
+    paths: Annotated[list[str], typer.Argument(help="Shard files, directories or prefixes, or globs; local or "
+                                                    "s3://bucket/... (also file://, gs://, hf://).")],
     id_field: Annotated[str, typer.Option(help="Input field holding the document id.")] = "id",
     text_field: Annotated[str, typer.Option(help="Input field holding the text.")] = "text",
     url_field: Annotated[str, typer.Option(help="Input field holding the URL.")] = "url",
     meta_field: Annotated[str, typer.Option(help="Input field holding the metadata object.")] = "meta",
     max_doc_bytes: Annotated[int, typer.Option(help="Larger documents are quarantined.")] = 64 * 1024 * 1024,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    max_quarantine: Annotated[float, typer.Option(
+        help="Exit 1 when more than this share of the rows read was quarantined.")] = 0.01,
+    endpoint: Annotated[str | None, typer.Option(
+        help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress (a bar on a terminal, else a line every 10 s).")]
+    = True,
 ) -> None:
-    """Stream shards (JSONL[.gz|.zst], Parquet, CSV) into the workspace; each shard once."""
+    """Stream shards (JSONL[.gz|.zst], Parquet, CSV) into the workspace; each shard once. Exit 0 when every input
+    was read, 1 when one is missing or unreadable or too many rows were quarantined (--max-quarantine)."""
     from curate.io.ingest import Fields
 
     s = Workspace(ws).ingest(paths, fields=Fields(id_field, text_field, url_field, meta_field),
-                             max_doc_bytes=max_doc_bytes, progress=progress)
+                             max_doc_bytes=max_doc_bytes, progress=progress, endpoint=endpoint)
     out.print(table("ingest", ["shard", "status", "rows", "documents", "quarantined"],
-                     [[Path(r.uri).name, r.status, r.rows, r.documents, r.quarantined] for r in s.shards]))
+                    [[r.uri.rstrip("/").rsplit("/", 1)[-1], r.status, r.rows, r.documents, r.quarantined]
+                     for r in s.shards]))
     for r in s.shards:
         if r.error:
-            err.print(f"[yellow]{r.uri}[/yellow]: {r.error}", highlight=False)
+            err.print(f"{r.status}: {r.uri}: {r.error}", markup=False, highlight=False)
+    bad = s.by_status("failed") + s.by_status("missing")
     out.print(f"{len(s.shards)} shard(s): {s.by_status('ingested') + s.by_status('partial')} ingested, "
               f"{s.by_status('skipped')} already present, {s.by_status('failed')} unreadable, "
               f"{s.by_status('missing')} missing; {s.documents} documents, {s.quarantined} rows quarantined")
     if s.quarantined:
-        out.print(f"see why with: curate sql {ws} \"select uri, row, error from quarantine\"")
+        out.print(f"see why with: curate sql {ws} \"select uri, row, error from quarantine\"", markup=False)
+    rows = s.count("rows")
+    if bad or (rows and s.quarantined / rows > max_quarantine):
+        if not bad:
+            err.print(f"{s.quarantined} of {rows} rows quarantined: more than --max-quarantine {max_quarantine:g}",
+                      highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()

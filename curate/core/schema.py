@@ -10,7 +10,7 @@ import duckdb
 
 from curate.core.db import one
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry moves the workspace from version i to i + 1. Append, never edit.
 MIGRATIONS: list[list[str]] = [
@@ -92,6 +92,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE documents ADD COLUMN bytes BIGINT",  # UTF-8 bytes
         "ALTER TABLE documents ADD COLUMN blank BOOLEAN",  # empty or whitespace only
         r"UPDATE documents SET chars = length(text), bytes = strlen(text), blank = regexp_full_match(text, '\s*')",
+    ],
+    [
+        # Every input named on the command line ends in `shards`: a missing file has no hash or size.
+        "ALTER TABLE shards ALTER COLUMN sha256 DROP NOT NULL",
+        "ALTER TABLE shards ALTER COLUMN bytes DROP NOT NULL",
+        "ALTER TABLE shards ADD COLUMN etag VARCHAR",  # the object's ETag, when the store gives one
+        "ALTER TABLE shards ADD COLUMN version_id VARCHAR",  # the object's version, on a versioned bucket
+        "ALTER TABLE shards ADD COLUMN error VARCHAR",  # why a shard is missing or failed
     ],
 ]
 

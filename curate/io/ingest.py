@@ -7,7 +7,6 @@ plain error; both paths feed the same SQL, so validation rules exist once.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
@@ -24,6 +23,7 @@ import pyarrow as pa
 
 from curate.core.db import one
 from curate.core.errors import UserError
+from curate.io import lake
 from curate.util import log
 from curate.util.progress import Progress
 from curate.util.sql import literal
@@ -109,34 +109,23 @@ def shard_format(path: str) -> tuple[str, str | None]:
     raise UserError(f"{path}: unsupported shard type (use .jsonl[.gz|.zst], .csv[.gz|.zst] or .parquet)")
 
 
-def expand(paths: Sequence[str]) -> list[str]:
-    """Files named, found under directories, or matched by globs; sorted, each once."""
-    out: list[str] = []
+def expand(paths: Sequence[str], endpoint: str | None = None) -> list[tuple[str, str | None]]:
+    """(uri, None) for every shard named, found under a directory or prefix, or matched by a glob (the store is
+    listed), sorted and each once; (argument, why) for an argument that gives no shard at all, so that nothing
+    a user asked for vanishes."""
+    out: dict[str, str | None] = {}
     for p in paths:
-        if any(c in p for c in "*?["):
-            out.extend(sorted(glob.glob(p, recursive=True)))
-        elif os.path.isdir(p):
-            for root, _, files in sorted(os.walk(p)):
-                for f in sorted(files):
-                    try:
-                        shard_format(f)
-                    except ValueError:
-                        continue
-                    out.append(os.path.join(root, f))
-        else:
-            out.append(p)
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+        found = lake.expand([p], endpoint)
+        if not found:
+            out.setdefault(p, "no file matches this pattern" if lake.has_glob(p) else "no shard files under it")
+        for uri in found:
+            out.setdefault(uri, None)
+    return sorted(out.items())
 
 
-def file_sha256(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+def file_sha256(path: str, endpoint: str | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a shard's bytes, read from wherever it lives."""
+    return lake.sha256_and_size(path, endpoint)
 
 
 def ingest(
@@ -145,64 +134,137 @@ def ingest(
     fields: Fields = Fields(),
     max_doc_bytes: int = MAX_DOC_BYTES,
     progress: bool = False,
+    endpoint: str | None = None,
 ) -> IngestSummary:
-    """Ingest every shard once; a shard already present (same SHA-256) is skipped."""
-    files = expand(paths)
+    """Ingest every shard once (a shard already present, by SHA-256, is skipped). Every input named ends in
+    `shards`: missing ones with status `missing`, unreadable ones `failed` (and a `quarantine` row)."""
+    targets = expand(paths, endpoint)
     summary = IngestSummary()
-    sizes = [_size(p) for p in files]
+    sizes = [_size(uri, endpoint) if why is None else 0 for uri, why in targets]
     with ws.connect(write=True) as con, Progress("ingest", sum(sizes), progress, unit="bytes") as bar:
         _register_sha256(con)
-        for path, size in zip(files, sizes, strict=True):
-            bar.describe(os.path.basename(path))
-            r = ingest_shard(con, path, fields, max_doc_bytes)
+        for (uri, why), size in zip(targets, sizes, strict=True):
+            bar.describe(uri.rsplit("/", 1)[-1])
+            r = _record_missing(con, uri, why) if why else ingest_shard(con, uri, fields, max_doc_bytes, endpoint)
             summary.shards.append(r)
-            log.event("shard_ingested", uri=r.uri, status=r.status, bytes=size, rows=r.rows, documents=r.documents,
-                      quarantined=r.quarantined, **({"error": r.error} if r.error else {}))
+            log.event("shard_ingested", "warning" if r.status in ("missing", "failed") else "info", uri=r.uri,
+                      status=r.status, bytes=size, rows=r.rows, documents=r.documents, quarantined=r.quarantined,
+                      **({"error": r.error} if r.error else {}))
             bar(size)
     return summary
 
 
-def _size(path: str) -> int:
+def _size(uri: str, endpoint: str | None) -> int:
     try:
-        return os.path.getsize(path)
-    except OSError:
+        return lake.stat(uri, endpoint).size
+    except lake.LakeError:
         return 0
 
 
-def ingest_shard(con: duckdb.DuckDBPyConnection, path: str, fields: Fields, max_doc_bytes: int) -> ShardReport:
-    uri = os.path.abspath(path)
+def ingest_shard(con: duckdb.DuckDBPyConnection, uri: str, fields: Fields, max_doc_bytes: int,
+                 endpoint: str | None = None) -> ShardReport:
+    shown = os.path.abspath(uri) if lake.is_local(uri) and "://" not in uri else lake.redact_uri(uri)
     try:
-        kind, compression = shard_format(path)
-        sha, size = file_sha256(path)
-    except (OSError, ValueError) as e:
-        return ShardReport(uri, "missing" if isinstance(e, FileNotFoundError) else "failed", error=str(e))
+        before = lake.stat(uri, endpoint)
+        sha, size = file_sha256(uri, endpoint)
+    except lake.Missing:
+        return _record_missing(con, shown, "not found")
+    except lake.Unreachable:
+        raise  # the store is down: nothing else can be read from it either
+    except lake.LakeError as e:
+        return _record_failed(con, shown, None, None, str(e))
     shard_id = sha[:16]
     if one(con.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id])):
-        return ShardReport(uri, "skipped", shard_id)
-    name = os.path.basename(path)
+        return ShardReport(shown, "skipped", shard_id)
+    try:
+        kind, compression = shard_format(uri)
+    except UserError as e:
+        return _record_failed(con, shown, sha, size, str(e))
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    source = Source(uri, endpoint, kind, compression)
     try:
         # Temp tables live outside the transaction, so a failed fast read does not abort it.
-        whole_file_error = _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes)
+        whole_file_error = _fill_stage(con, source, name, fields, max_doc_bytes)
+        after = lake.stat(uri, endpoint)
+        if (after.size, after.etag, after.version_id) != (before.size, before.etag, before.version_id) \
+                or after.size != size:
+            _drop_temp(con)
+            return _record_failed(con, shown, sha, size, "the shard changed while it was being read "
+                                  f"(size {size} -> {after.size}, etag {before.etag} -> {after.etag})")
         con.execute("BEGIN")
-        report = _commit_rows(con, uri, shard_id, name, fields, whole_file_error)
+        report = _commit_rows(con, shown, shard_id, name, fields, whole_file_error)
         fmt = kind + (f"+{compression}" if compression else "")
-        con.execute(
-            "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-            [shard_id, uri, name, fmt, sha, size, report.rows, report.documents, report.quarantined,
-             {"ingested": "ok"}.get(report.status, report.status)],
-        )
+        _insert_shard(con, shard_id, shown, name, fmt, sha, size, report.rows, report.documents, report.quarantined,
+                      {"ingested": "ok"}.get(report.status, report.status), before, report.error)
+        con.execute("DELETE FROM shards WHERE uri = ? AND status = 'missing'", [shown])
         con.execute("COMMIT")
-    except (FileNotFoundError, duckdb.IOException) as e:
+    except (lake.Missing, FileNotFoundError, duckdb.IOException) as e:
         _rollback(con)
-        if os.path.exists(path):
-            raise
-        return ShardReport(uri, "missing", shard_id, error=f"{path} vanished while being read: {e}")
+        _drop_temp(con)
+        try:
+            lake.stat(uri, endpoint)
+        except lake.Missing:
+            return _record_missing(con, shown, f"vanished while being read: {_first_line(e)}")
+        raise
     except BaseException:
         _rollback(con)
         raise
     finally:
         _drop_temp(con)
     return report
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a shard's bytes are and how they are packed."""
+
+    uri: str
+    endpoint: str | None
+    kind: str  # jsonl | csv | parquet
+    compression: str | None  # gzip | zstd | None
+
+    def duckdb_path(self, con: duckdb.DuckDBPyConnection) -> str | None:
+        """The path DuckDB's own readers take, or None when DuckDB cannot read it directly: a compressed
+        remote file (DuckDB does not decompress through a registered filesystem) goes row by row instead."""
+        if self.compression and not lake.is_local(self.uri):
+            return None
+        return lake.duckdb_path(con, self.uri, self.endpoint)
+
+    def open(self):
+        return lake.open_input(self.uri, self.endpoint)
+
+
+def _insert_shard(con, shard_id, uri, name, fmt, sha, size, rows, documents, quarantined, status, info=None,
+                  error=None) -> None:
+    con.execute("""INSERT INTO shards (shard_id, uri, name, format, sha256, bytes, rows, documents, quarantined,
+                                       status, ingested_at, etag, version_id, error)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?)""",
+                [shard_id, uri, name, fmt, sha, size, rows, documents, quarantined, status,
+                 info.etag if info else None, info.version_id if info else None, error])
+
+
+def _record_missing(con: duckdb.DuckDBPyConnection, uri: str, why: str) -> ShardReport:
+    """A named input that does not exist: a `missing` row in `shards` (once per URI; replaced when it is
+    ingested later)."""
+    shard_id = "missing-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
+    con.execute("DELETE FROM shards WHERE shard_id = ?", [shard_id])
+    _insert_shard(con, shard_id, uri, uri.rstrip("/").rsplit("/", 1)[-1], "", None, None, 0, 0, 0, "missing",
+                  error=why)
+    return ShardReport(uri, "missing", shard_id, error=why)
+
+
+def _record_failed(con: duckdb.DuckDBPyConnection, uri: str, sha: str | None, size: int | None,
+                   why: str) -> ShardReport:
+    """A shard that cannot be read at all: `failed` in `shards`, and one `quarantine` row (row NULL)."""
+    shard_id = sha[:16] if sha else "failed-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
+    con.execute("BEGIN")
+    con.execute("DELETE FROM shards WHERE shard_id = ?", [shard_id])
+    con.execute('DELETE FROM quarantine WHERE shard_id = ? AND "row" IS NULL', [shard_id])
+    con.execute("INSERT INTO quarantine VALUES (?, ?, NULL, NULL, ?)", [shard_id, uri, why])
+    _insert_shard(con, shard_id, uri, uri.rstrip("/").rsplit("/", 1)[-1], "", sha, size, 0, 0, 1, "failed",
+                  error=why)
+    con.execute("COMMIT")
+    return ShardReport(uri, "failed", shard_id, rows=0, quarantined=1, error=why)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -226,27 +288,27 @@ def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
 ROLES = ("id", "text", "url")
 
 
-def _fill_stage(con, path, name, kind, compression, fields, max_doc_bytes) -> str | None:
+def _fill_stage(con, source: Source, name: str, fields: Fields, max_doc_bytes: int) -> str | None:
     """Fill _stage; returns an error when not a single row could be read from the file."""
-    try:
-        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
-        _build_stage(con, name, fields, max_doc_bytes)
-        if kind == "jsonl":
-            _recheck(con, path, fields, max_doc_bytes)
-        if one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0] == 0:
-            return None
-    except duckdb.Error as e:
-        if not os.path.exists(path):
-            raise FileNotFoundError(path) from e
-        if kind == "parquet":
-            return f"cannot read Parquet file: {_first_line(e)}"
-    # Some rows are bad: re-read keeping each raw row for quarantine.
+    kind, path = source.kind, source.duckdb_path(con)
+    if path is not None:
+        try:
+            _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
+            _build_stage(con, name, fields, max_doc_bytes)
+            if kind == "jsonl":
+                _recheck(con, path, fields, max_doc_bytes)
+            if one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0] == 0:
+                return None
+        except duckdb.Error as e:
+            lake.stat(source.uri, source.endpoint)  # lake.Missing when it vanished
+            if kind == "parquet":
+                return f"cannot read Parquet file: {_first_line(e)}"
+    # Some rows are bad (or DuckDB cannot read the file directly): re-read keeping each raw row for quarantine.
     _drop_temp(con)
     if kind == "parquet":
         _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
     else:
-        rows = _jsonl_rows(path, compression, max_doc_bytes) if kind == "jsonl" else _csv_rows(
-            path, compression, fields, max_doc_bytes)
+        rows = _jsonl_rows(source, max_doc_bytes) if kind == "jsonl" else _csv_rows(source, fields, max_doc_bytes)
         _load_lines(con, rows)
         con.execute(f"""CREATE TEMP VIEW _src AS
             SELECT "row", {_from_object("j", fields)}, left(line, {RAW_CAP}) AS raw,
@@ -480,9 +542,10 @@ def _first_line(e: BaseException) -> str:
 Row = tuple[int, "str | None", "str | None"]  # (row, line, pre_error)
 
 
-def _chunks(path: str, compression: str | None) -> Iterator[bytes]:
+def _chunks(source: Source) -> Iterator[bytes]:
     """Decompressed bytes of a file; raises CorruptStream at a truncated or damaged member/frame."""
-    with open(path, "rb") as f:
+    compression = source.compression
+    with source.open() as f:
         if compression is None:
             while chunk := f.read(CHUNK):
                 yield chunk
@@ -514,12 +577,12 @@ def _chunks(path: str, compression: str | None) -> Iterator[bytes]:
             raise CorruptStream(f"{compression} stream is truncated (its last member ends early)")
 
 
-def _lines(path: str, compression: str | None, max_bytes: int) -> Iterator[tuple[bytes | None, str | None]]:
+def _lines(source: Source, max_bytes: int) -> Iterator[tuple[bytes | None, str | None]]:
     """Non-blank lines as bytes, or (None, error) for an oversized line or a damaged stream."""
     buf = bytearray()
     skipping = False
     try:
-        for chunk in _chunks(path, compression):
+        for chunk in _chunks(source):
             start = 0
             while True:
                 nl = chunk.find(b"\n", start)
@@ -546,8 +609,8 @@ def _lines(path: str, compression: str | None, max_bytes: int) -> Iterator[tuple
         yield bytes(buf), None
 
 
-def _jsonl_rows(path: str, compression: str | None, max_bytes: int) -> Iterator[Row]:
-    for row, (line, error) in enumerate(_lines(path, compression, max_bytes)):
+def _jsonl_rows(source: Source, max_bytes: int) -> Iterator[Row]:
+    for row, (line, error) in enumerate(_lines(source, max_bytes)):
         if line is None:
             yield row, None, error
             continue
@@ -568,11 +631,11 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _csv_rows(path: str, compression: str | None, fields: Fields, max_bytes: int) -> Iterator[Row]:
+def _csv_rows(source: Source, fields: Fields, max_bytes: int) -> Iterator[Row]:
     """CSV rows as JSON objects; invalid UTF-8 is caught per row (surrogateescape)."""
     import csv
 
-    raw = io.BufferedReader(_IterStream(_chunks(path, compression)))
+    raw = io.BufferedReader(_IterStream(_chunks(source)))
     text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
     csv.field_size_limit(max_bytes + 65536)
     reader = csv.reader(text, strict=True)
