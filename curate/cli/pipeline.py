@@ -10,6 +10,11 @@ import typer
 from curate.cli.app import WS, Rules, app, err, friendly, out, table
 from curate.core.workspace import Workspace
 
+Endpoint = Annotated[str | None, typer.Option(
+    help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL).")]
+Root = Annotated[str | None, typer.Option(
+    help="Dataset root (directory or URI prefix): shard URIs under it are recorded relative to it.")]
+
 
 @app.command()
 @friendly
@@ -32,8 +37,7 @@ def ingest(
     max_doc_bytes: Annotated[int, typer.Option(help="Larger documents are quarantined.")] = 64 * 1024 * 1024,
     max_quarantine: Annotated[float, typer.Option(
         help="Exit 1 when more than this share of the rows read was quarantined.")] = 0.01,
-    endpoint: Annotated[str | None, typer.Option(
-        help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL).")] = None,
+    endpoint: Endpoint = None,
     progress: Annotated[bool, typer.Option(help="Show progress (a bar on a terminal, else a line every 10 s).")]
     = True,
 ) -> None:
@@ -70,18 +74,23 @@ def run(
     stages: Annotated[list[str] | None, typer.Option("--stages", help="Stages to run (default: all).")] = None,
     rules: Rules = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Manifest directory (default: WS/manifest).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    manifest: Annotated[str | None, typer.Option(
+        help="Manifest directory or store URI (default: a new release WS/manifests/<n>; WS/manifest points at "
+             "the newest).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the new release (default: the next number).")] = None,
+    root: Root = None,
+    progress: Annotated[bool, typer.Option(help="Show progress (a bar on a terminal, else a line every 10 s).")]
+    = True,
 ) -> None:
     """Run the detectors on what they have not seen, then the policy, then write the manifest."""
     names = [n for s in stages or [] for n in s.split(",") if n] or None
-    s = Workspace(ws).run(stages=names, rules=rules, workers=workers, manifest=manifest,
+    s = Workspace(ws).run(stages=names, rules=rules, workers=workers, manifest=manifest, name=name, root=root,
                           progress=progress)
     out.print(table("stages", ["stage", "shards", "documents", "errors", "seconds"],
                      [[r.name, r.shards, r.documents, r.errors, f"{r.seconds:.1f}"] for r in s.stages]))
     _print_decisions(s.decisions)
     m = s.manifest
-    out.print(f"manifest: {m.path} ({m.rows} rows, root {m.root_hash[:16]}…)")
+    out.print(f"manifest: {m.uri} ({m.rows} rows, root {m.root_hash[:16]}…)")
 
 
 def _print_decisions(d: Any) -> None:
@@ -119,24 +128,34 @@ def dedup(
 
 @app.command()
 @friendly
-def manifest(ws: WS, out_dir: Annotated[Path, typer.Option("--out", help="Manifest directory.")],
-             rules: Rules = None) -> None:
+def manifest(ws: WS, out_dir: Annotated[str | None, typer.Option(
+                 "--out", help="Manifest directory or store URI (s3://bucket/releases/r7/); default: a new release "
+                               "WS/manifests/<n>.")] = None,
+             rules: Rules = None,
+             name: Annotated[str | None, typer.Option(help="Name of the new release (default: the next number).")]
+             = None,
+             root: Root = None) -> None:
     """Write manifest.parquet, run.json and the root hash."""
-    m = Workspace(ws).manifest(out_dir, rules=rules)
-    out.print(f"manifest: {m.path} ({m.rows} rows, root {m.root_hash})")
+    m = Workspace(ws).manifest(out_dir, rules=rules, name=name, root=root)
+    out.print(f"manifest: {m.uri} ({m.rows} rows, root {m.root_hash})")
 
 
 @app.command()
 @friendly
 def verify(
-    manifest_dir: Annotated[Path, typer.Argument(help="Manifest directory.")],
+    manifest_dir: Annotated[str, typer.Argument(help="Manifest directory or store URI.")],
     workspace: Annotated[Path | None, typer.Option(help="Also check against this workspace.")] = None,
     shards: Annotated[bool, typer.Option("--shards", help="Also re-hash the input shards.")] = False,
+    root: Annotated[str | None, typer.Option(
+        help="Where the shards are now: relative URIs are resolved under it, and a shard not at its URI is "
+             "looked for by hash under it.")] = None,
+    endpoint: Endpoint = None,
 ) -> None:
     """Recompute row hashes, root hash and counts; exit 1 naming each mismatch."""
     from curate.core.manifest import verify as _verify
 
-    rep = _verify(manifest_dir, workspace=Workspace(workspace) if workspace else None, shards=shards)
+    rep = _verify(manifest_dir, workspace=Workspace(workspace) if workspace else None, shards=shards, root=root,
+                  endpoint=endpoint)
     for n in rep.notes:
         out.print(f"note: {n}", highlight=False)
     for p in rep.problems[:200]:
@@ -151,40 +170,58 @@ def verify(
 @app.command()
 @friendly
 def diff(
-    a: Annotated[Path, typer.Argument(help="Old manifest directory.")],
-    b: Annotated[Path, typer.Argument(help="New manifest directory.")],
+    a: Annotated[Path, typer.Argument(help="Old manifest directory (e.g. WS/manifests/3).")],
+    b: Annotated[Path, typer.Argument(help="New manifest directory (e.g. WS/manifests/4, or WS/manifest).")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write every changed row (.parquet/.csv).")] = None,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 50,
 ) -> None:
-    """Documents whose action changed between two manifests, and the rules that changed it."""
+    """Documents whose action changed between two manifests, and the rules that changed it (rules that fired in
+    one only, and rules that fired in both but whose action or condition changed)."""
     from curate.core.manifest import diff as _diff
+    from curate.core.manifest import rule_changes
 
-    summary, table = _diff(a, b)
+    summary, changes = _diff(a, b)
+    edited = rule_changes(a, b)
     if not summary:
         out.print("no document changed its action")
     else:
         out.print(table("changes", ["transition", "documents"], [[k, v] for k, v in summary.items()]))
-        rows = table.slice(0, limit).to_pylist()
-        out.print(table("documents", ["doc_id", "from", "to", "rules added", "rules removed"],
-                         [[r["doc_id"], r["action_a"], r["action_b"], ",".join(r["rules_added"]),
-                           ",".join(r["rules_removed"])] for r in rows]))
-        if table.num_rows > limit:
-            out.print(f"… {table.num_rows - limit} more (use --out FILE for all)")
+        rows = changes.slice(0, limit).to_pylist()
+        out.print(table("documents", ["doc_id", "from", "to", "rules added", "rules removed", "rules changed"],
+                        [[r["doc_id"], r["action_a"], r["action_b"], ",".join(r["rules_added"]),
+                          ",".join(r["rules_removed"]), ",".join(r["rules_changed"])] for r in rows]))
+        if changes.num_rows > limit:
+            out.print(f"… {changes.num_rows - limit} more (use --out FILE for all)")
+    for rid, how in edited.items():
+        out.print(f"rule {rid} changed: {how}", markup=False, highlight=False)
     if out_file:
-        _writetable(table, out_file)
+        _write_changes(changes, out_file)
 
 
-def _writetable(table: Any, path: Path) -> None:
+def _write_changes(changes: Any, path: Path) -> None:
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     if path.suffix == ".csv":
-        flat = table.set_column(3, "rules_added", [[",".join(x) for x in table.column(3).to_pylist()]])
-        flat = flat.set_column(4, "rules_removed", [[",".join(x) for x in table.column(4).to_pylist()]])
+        flat = changes
+        for col in ("rules_added", "rules_removed", "rules_changed"):
+            i = flat.schema.get_field_index(col)
+            flat = flat.set_column(i, col, pa.array([",".join(x) for x in flat.column(col).to_pylist()]))
         pacsv.write_csv(flat, path)
     else:
-        pq.writetable(table, path)
+        pq.write_table(changes, path)
 
+
+@app.command()
+@friendly
+def manifests(ws: WS) -> None:
+    """The workspace's manifests (WS/manifests/<n>), oldest first; WS/manifest points at the newest."""
+    rows = Workspace(ws).manifests()
+    out.print(table(f"{len(rows)} manifest(s)", ["name", "created", "rows", "root", "rules", "actions", "current"],
+                    [[r["name"], r["created_at"], r["rows"], (r["root_hash"] or "")[:16],
+                      (r["rules_sha256"] or "")[:12], ", ".join(f"{k} {v}" for k, v in r["by_action"].items()),
+                      "*" if r["current"] else ""] for r in rows]))
 
 
 @app.command()

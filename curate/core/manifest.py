@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +25,9 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.core.db import one
-from curate.core.errors import UserError
+from curate.core.errors import NotFound, UserError
 from curate.core.schema import SCHEMA_VERSION
+from curate.io import lake
 from curate.util import log
 from curate.util.sql import literal
 
@@ -32,8 +36,13 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.parquet"
 RUN = "run.json"
-ROW_HASH_SQL = """sha256(concat_ws(chr(31), doc_id, shard_uri, "row"::VARCHAR, input_sha256, action,
+# A row is identified by its shard's SHA-256 and row number: the URI is provenance, so the same data gives the
+# same root wherever it lives (two checkouts, local disk or s3://).
+ROW_HASH_SQL = """sha256(concat_ws(chr(31), doc_id, shard_sha256, "row"::VARCHAR, input_sha256, action,
     array_to_string(rule_ids, ','), coalesce(output_sha256, ''), coalesce(to_json(redactions)::VARCHAR, '')))"""
+# Manifests written before schema 4 hashed the shard's URI instead; `verify` still checks them.
+ROW_HASH_SQL_V3 = ROW_HASH_SQL.replace("shard_sha256", "shard_uri")
+RELEASES = "manifests"  # WS/manifests/<n>: every manifest `run` writes; WS/manifest points at the newest
 ROOT_HASH_SQL = "sha256(coalesce(string_agg(row_hash, '' ORDER BY doc_id), ''))"
 
 
@@ -43,20 +52,28 @@ class ManifestSummary:
     rows: int
     root_hash: str
     by_action: dict[str, int]
+    uri: str = ""  # where it was written (a store URI, or the directory)
 
 
-def write_manifest(ws: Workspace, out: str | os.PathLike[str],
+def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
                    rules: str | os.PathLike[str] | None = None, base: str | os.PathLike[str] | None = None,
-                   changed: str | None = None) -> ManifestSummary:
+                   changed: str | None = None, root: str | None = None, name: str | None = None) -> ManifestSummary:
     """Write the manifest of the current decisions, recording the rules file behind them (`rules`, when given,
-    must be that file). With `base` (a manifest of the same workspace and rules) and `changed` (a table of
-    doc_ids), only the rows of those documents are recomputed; the others are copied from `base` (an opt-out
-    update touches a few documents of millions)."""
+    must be that file).
+
+    `out` is a directory or a store URI (s3://bucket/releases/r7/); by default a new release
+    WS/manifests/<n> (or `name`), which WS/manifest then points at. `root` (a directory or URI prefix) makes
+    the shard URIs in the manifest relative to it. With `base` (a manifest of the same workspace and rules)
+    and `changed` (a table of doc_ids), only the rows of those documents are recomputed; the others are copied
+    from `base` (an opt-out update touches a few documents of millions)."""
     from curate.core.policy import current_rules, load_rules
     from curate.core.redact import REDACTIONS_TYPE, redacted_outputs
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    release = out is None
+    target = str(new_release(ws, name)) if release else str(out)
+    remote = not lake.is_local(target)
+    local = Path(tempfile.mkdtemp(prefix="curate-manifest-")) if remote else Path(target)
+    local.mkdir(parents=True, exist_ok=True)
     with ws.connect(write=True) as con:
         ruleset = current_rules(con)
         if rules is not None and load_rules(rules).sha256 != ruleset.sha256:
@@ -72,9 +89,11 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
             con.register("_batch", batch)
             con.execute("INSERT INTO _redacted SELECT * FROM _batch")
             con.unregister("_batch")
+        uri = _relative_uri("s.uri", root)
         table = con.sql(f"""
             SELECT *, {ROW_HASH_SQL} AS row_hash FROM (
-                SELECT d.doc_id, s.uri AS shard_uri, d."row", d.sha256 AS input_sha256, c.action, c.rule_ids,
+                SELECT d.doc_id, {uri} AS shard_uri, s.sha256 AS shard_sha256, d."row", d.sha256 AS input_sha256,
+                       c.action, c.rule_ids,
                        CASE c.action WHEN 'keep' THEN d.sha256 WHEN 'redact' THEN r.output_sha256 END
                            AS output_sha256,
                        CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
@@ -84,27 +103,104 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str],
              f"ANTI JOIN {changed} USING (doc_id)" if base else ""}
             ORDER BY doc_id""").to_arrow_table()
         con.execute("DROP TABLE _redacted")
-        run = _run_record(con, ruleset)
+        run = _run_record(con, ruleset, root)
     table = table.cast(_schema())
-    pq.write_table(table, out / MANIFEST, compression="zstd", write_statistics=False,
+    pq.write_table(table, local / MANIFEST, compression="zstd", write_statistics=False,
                    use_dictionary=False, row_group_size=1 << 20)
     mem = duckdb.connect()
-    root = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(out / MANIFEST)]).fetchall()[0][0]
-    counts = _counts(mem, out / MANIFEST)
+    root_hash = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(local / MANIFEST)]).fetchall()[0][0]
+    counts = _counts(mem, local / MANIFEST)
     mem.close()
     run["counts"].update(counts)
-    run["manifest"] = {"file": MANIFEST, "rows": table.num_rows, "root_hash": root,
+    run["manifest"] = {"file": MANIFEST, "rows": table.num_rows, "root_hash": root_hash,
                        "row_hash": ROW_HASH_SQL.replace("\n", " "), "root": ROOT_HASH_SQL}
-    (out / RUN).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
-    (out / "ROOT").write_text(root + "\n")
-    log.event("manifest", path=str(out), rows=table.num_rows, root_hash=root, by_action=counts["by_action"])
-    return ManifestSummary(out, table.num_rows, root, counts["by_action"])
+    (local / RUN).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    (local / "ROOT").write_text(root_hash + "\n")
+    if remote:
+        _upload(local, target)
+    elif release:
+        publish(ws, local)
+    log.event("manifest", path=lake.redact_uri(target), rows=table.num_rows, root_hash=root_hash,
+              by_action=counts["by_action"])
+    return ManifestSummary(Path(target) if not remote else Path(local), table.num_rows, root_hash,
+                           counts["by_action"], lake.redact_uri(target))
+
+
+def _relative_uri(column: str, root: str | None) -> str:
+    """SQL: a shard URI relative to the dataset root when it lies under it, else as recorded."""
+    if not root:
+        return column
+    prefix = (os.path.abspath(root) if lake.is_local(root) and "://" not in root else root).rstrip("/") + "/"
+    return f"CASE WHEN starts_with({column}, {literal(prefix)}) THEN substr({column}, {len(prefix) + 1}) " \
+           f"ELSE {column} END"
+
+
+def _upload(local: Path, target: str) -> None:
+    """The manifest's files to a store, each written atomically, ROOT last: a reader that finds ROOT finds a
+    complete manifest."""
+    try:
+        for name in (MANIFEST, RUN, "ROOT"):
+            with open(local / name, "rb") as src, lake.open_output_atomic(f"{target.rstrip('/')}/{name}") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+# -- releases: WS/manifests/<n>, WS/manifest -> the newest ----------------------------------------------
+def releases(ws: Workspace) -> list[dict[str, Any]]:
+    """The workspace's manifests, oldest first: name, path, created_at, rows, root hash, rules, counts."""
+    out = []
+    current = (ws.path / "manifest").resolve() if (ws.path / "manifest").exists() else None
+    for d in sorted((ws.path / RELEASES).glob("*/"), key=_release_order):
+        try:
+            run = json.loads((d / RUN).read_text())
+        except (OSError, ValueError):
+            continue
+        out.append({"name": d.name, "path": str(d), "created_at": run.get("created_at"),
+                    "rows": run.get("manifest", {}).get("rows"), "root_hash": run.get("manifest", {}).get("root_hash"),
+                    "rules_sha256": run.get("rules", {}).get("sha256"), "by_action": run.get("counts", {}).get(
+                        "by_action", {}), "current": d.resolve() == current})
+    return out
+
+
+def _release_order(d: Path) -> tuple:
+    return (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name)
+
+
+def new_release(ws: Workspace, name: str | None = None) -> Path:
+    """The directory of the next release: WS/manifests/<n> (n = 1 + the highest number so far) or `name`."""
+    base = ws.path / RELEASES
+    legacy = ws.path / "manifest"
+    if legacy.is_dir() and not legacy.is_symlink():  # a workspace from before releases: its manifest is one
+        base.mkdir(exist_ok=True)
+        legacy.rename(base / str(_next_number(base)))
+    if name is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) or name.isdigit():
+            raise UserError(f"release name {name!r}: letters, digits, '.', '_' and '-', not a bare number")
+        if (base / name).exists():
+            raise UserError(f"release {name} exists already in {base}")
+        return base / name
+    return base / str(_next_number(base))
+
+
+def _next_number(base: Path) -> int:
+    return 1 + max((int(d.name) for d in base.glob("*") if d.name.isdigit()), default=0)
+
+
+def publish(ws: Workspace, release: Path) -> None:
+    """Point WS/manifest at `release` (a relative symlink, replaced atomically)."""
+    link = ws.path / "manifest"
+    tmp = ws.path / f".manifest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(release.resolve(), ws.path.resolve()))
+    os.replace(tmp, link)
 
 
 def _schema() -> pa.Schema:
     red = pa.list_(pa.struct([("entity_type", pa.string()), ("start", pa.int64()), ("end", pa.int64())]))
     return pa.schema([
-        ("doc_id", pa.string()), ("shard_uri", pa.string()), ("row", pa.int64()), ("input_sha256", pa.string()),
+        ("doc_id", pa.string()), ("shard_uri", pa.string()), ("shard_sha256", pa.string()), ("row", pa.int64()),
+        ("input_sha256", pa.string()),
         ("action", pa.string()), ("rule_ids", pa.list_(pa.string())), ("output_sha256", pa.string()),
         ("redactions", red), ("row_hash", pa.string()),
     ])
@@ -119,14 +215,15 @@ def _counts(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     return {"documents": sum(by_action.values()), "by_action": by_action, "by_rule": by_rule}
 
 
-def _run_record(con: duckdb.DuckDBPyConnection, ruleset) -> dict[str, Any]:
+def _run_record(con: duckdb.DuckDBPyConnection, ruleset, root: str | None = None) -> dict[str, Any]:
     from curate.core.stage import REGISTRY, load_builtin
 
     load_builtin()
     inputs = [dict(zip(("uri", "sha256", "bytes", "rows", "documents", "quarantined", "status", "format"), r,
                        strict=True))
-              for r in con.execute("""SELECT uri, sha256, bytes, rows, documents, quarantined, status, format
-                                      FROM shards ORDER BY uri, sha256""").fetchall()]
+              for r in con.execute(f"""SELECT {_relative_uri("uri", root)} AS uri, sha256, bytes, rows, documents,
+                                              quarantined, status, format
+                                       FROM shards ORDER BY sha256 NULLS LAST, uri""").fetchall()]
     stages = []
     config = ruleset.raw.get("stages", {})
     for name, fps in con.execute("""SELECT stage, list(DISTINCT fingerprint ORDER BY fingerprint)
@@ -148,6 +245,7 @@ def _run_record(con: duckdb.DuckDBPyConnection, ruleset) -> dict[str, Any]:
                   "rules": [r.__dict__ for r in ruleset.rules]},
         "stages": stages,
         "inputs": inputs,
+        "dataset_root": root,
         "counts": {"input_rows": sum(i["rows"] or 0 for i in inputs), "quarantined_rows": quarantined,
                    "unreadable_files": failed},
     }
@@ -164,9 +262,20 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = None,
-           shards: bool = False) -> VerifyReport:
-    """Recompute every hash and count of a manifest; optionally against its workspace and shards."""
+def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = None, shards: bool = False,
+           root: str | None = None, endpoint: str | None = None) -> VerifyReport:
+    """Recompute every hash and count of a manifest (a directory or a store URI); optionally against its
+    workspace, and (`shards`) against the shards themselves, found by URI or, under `root`, by hash."""
+    if not lake.is_local(str(manifest_dir)):
+        with tempfile.TemporaryDirectory(prefix="curate-verify-") as tmp:
+            for name in (RUN, MANIFEST, "ROOT"):
+                try:
+                    with lake.open_input(f"{str(manifest_dir).rstrip('/')}/{name}", endpoint) as src, \
+                            open(Path(tmp) / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 8 << 20)
+                except lake.Missing:
+                    continue
+            return verify(tmp, workspace, shards, root, endpoint)
     d = Path(manifest_dir)
     rep = VerifyReport()
     try:
@@ -181,7 +290,8 @@ def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = N
     except duckdb.Error as e:
         rep.problems.append(f"{path}: unreadable ({str(e).splitlines()[0]})")
         return rep
-    for doc_id, in con.execute(f"SELECT doc_id FROM m WHERE row_hash IS DISTINCT FROM {ROW_HASH_SQL} ORDER BY doc_id"
+    row_hash = ROW_HASH_SQL if int(run.get("schema_version") or 0) >= 4 else ROW_HASH_SQL_V3
+    for doc_id, in con.execute(f"SELECT doc_id FROM m WHERE row_hash IS DISTINCT FROM {row_hash} ORDER BY doc_id"
                                ).fetchall():
         rep.problems.append(f"document {doc_id}: row_hash does not match the row's fields")
     dup = con.execute("SELECT count(*) - count(DISTINCT doc_id) FROM m").fetchall()[0][0]
@@ -203,7 +313,7 @@ def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = N
     if workspace is not None:
         _against_workspace(con, workspace, run, rep)
     if shards:
-        _against_shards(run, rep)
+        _against_shards(run, rep, root, endpoint)
     con.close()
     return rep
 
@@ -246,36 +356,75 @@ def _against_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace, run: dict[
         rep.notes.append("the workspace's latest decisions used a different rules file than this manifest")
 
 
-def _against_shards(run: dict[str, Any], rep: VerifyReport) -> None:
-    from curate.io.ingest import file_sha256
-
+def _against_shards(run: dict[str, Any], rep: VerifyReport, root: str | None, endpoint: str | None) -> None:
+    """Re-hash every input shard: at its URI (relative ones under `root`, else the manifest's dataset root),
+    else, under `root`, any shard file with its hash (the dataset moved). A shard found nowhere is a failure."""
+    by_hash: dict[str, str] | None = None
+    base = root or run.get("dataset_root")
     for i in run.get("inputs", []):
-        uri = i.get("uri", "")
-        if not os.path.exists(uri):
-            rep.notes.append(f"input {uri}: not reachable, its hash was not checked")
-            continue
-        sha, _ = file_sha256(uri)
-        if sha != i.get("sha256"):
-            rep.problems.append(f"input {uri}: SHA-256 {sha} differs from the manifest's {i.get('sha256')}")
+        uri, want = i.get("uri", ""), i.get("sha256")
+        if i.get("status") == "missing" or not want:
+            continue  # it was missing at ingest already: nothing was read from it
+        relative = lake.is_local(uri) and "://" not in uri and not os.path.isabs(uri)
+        where = f"{base.rstrip('/')}/{uri}" if relative and base else uri
+        try:
+            sha, _ = lake.sha256_and_size(where, endpoint)
+        except lake.Missing:
+            sha = None
+        if sha is None and root:
+            if by_hash is None:
+                by_hash = {}
+                for found in lake.expand([root], endpoint):
+                    by_hash.setdefault(lake.sha256_and_size(found, endpoint)[0], found)
+            if want in by_hash:
+                rep.notes.append(f"input {uri}: found by its hash at {lake.redact_uri(by_hash[want])}")
+                continue
+        if sha is None:
+            rep.problems.append(f"input {uri}: not found" + ("" if root else " (give --root where the shards are)"))
+        elif sha != want:
+            rep.problems.append(f"input {uri}: SHA-256 {sha} differs from the manifest's {want}")
 
 
 # -- diff ---------------------------------------------------------------------------------------------
 def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> tuple[dict[str, int], pa.Table]:
-    """Documents whose action changed from manifest A to B, with the rules that changed it."""
+    """Documents whose action changed from manifest A to B, with the rules that changed it: rules that fired in
+    one and not the other, and rules that fired in both but whose action or condition changed between the two
+    rules files (each manifest's run.json records its rules)."""
+    runs, paths = [], []
+    for d in (Path(a), Path(b)):
+        if not (d / MANIFEST).is_file() or not (d / RUN).is_file():
+            raise NotFound(f"{d}: not a manifest directory (no {MANIFEST} and {RUN})")
+        runs.append(json.loads((d / RUN).read_text()))
+        paths.append(d / MANIFEST)
+    defs = [{r["id"]: (r.get("action"), r.get("when")) for r in run.get("rules", {}).get("rules", [])} for run in runs]
+    changed = sorted(rid for rid in set(defs[0]) & set(defs[1]) if defs[0][rid] != defs[1][rid])
     con = duckdb.connect()
     table = con.sql(f"""
         SELECT coalesce(a.doc_id, b.doc_id) AS doc_id, a.action AS action_a, b.action AS action_b,
                list_filter(coalesce(b.rule_ids, []), lambda r: NOT list_contains(coalesce(a.rule_ids, []), r))
                    AS rules_added,
                list_filter(coalesce(a.rule_ids, []), lambda r: NOT list_contains(coalesce(b.rule_ids, []), r))
-                   AS rules_removed
-        FROM read_parquet({literal(Path(a) / MANIFEST)}) a FULL JOIN read_parquet({literal(Path(b) / MANIFEST)}) b
-          USING (doc_id)
+                   AS rules_removed,
+               list_filter(list_intersect(coalesce(a.rule_ids, []), coalesce(b.rule_ids, [])),
+                           lambda r: list_contains(?::VARCHAR[], r)) AS rules_changed
+        FROM read_parquet({literal(paths[0])}) a FULL JOIN read_parquet({literal(paths[1])}) b USING (doc_id)
         WHERE a.action IS DISTINCT FROM b.action
-        ORDER BY doc_id""").to_arrow_table()
+        ORDER BY doc_id""", params=[changed]).to_arrow_table()
     con.register("t", table)
     summary = dict(con.execute("""SELECT coalesce(action_a, '-') || ' -> ' || coalesce(action_b, '-'), count(*)
                                   FROM t GROUP BY 1 ORDER BY 1""").fetchall())
     con.close()
     return summary, table
 
+
+def rule_changes(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> dict[str, str]:
+    """Rule id -> how its definition differs between the rules files of manifests A and B."""
+    defs = [{r["id"]: r for r in json.loads((Path(d) / RUN).read_text()).get("rules", {}).get("rules", [])}
+            for d in (a, b)]
+    out = {}
+    for rid in sorted(set(defs[0]) & set(defs[1])):
+        x, y = defs[0][rid], defs[1][rid]
+        parts = [f"{k} {x.get(k)!r} -> {y.get(k)!r}" for k in ("action", "when") if x.get(k) != y.get(k)]
+        if parts:
+            out[rid] = "; ".join(parts)
+    return out

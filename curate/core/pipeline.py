@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -87,7 +86,7 @@ class RunSummary:
 
 def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.PathLike[str] | None = None,
         workers: int | None = None, manifest: str | os.PathLike[str] | None = None, progress: bool = False,
-        engine: str = "local") -> RunSummary:
+        engine: str = "local", name: str | None = None, root: str | None = None) -> RunSummary:
     """Run the detectors over documents they have not seen, then the policy, then the manifest."""
     from curate.core.manifest import write_manifest
 
@@ -100,7 +99,7 @@ def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.Path
         for det in dets:
             summary.stages.append(run_stage(con, det, executor, progress=progress))
         summary.decisions = write_decisions(con, ruleset)
-    summary.manifest = write_manifest(ws, Path(manifest) if manifest else ws.path / "manifest")
+    summary.manifest = write_manifest(ws, manifest, name=name, root=root)
     return summary
 
 
@@ -142,7 +141,6 @@ def apply_optouts(ws: Workspace, rules: str | os.PathLike[str] | None = None,
 
     ruleset = load_rules(rules)
     det = detectors(ruleset.raw, ["optout"], source=str(ruleset.path))[0]
-    out_dir = Path(out) if out else ws.path / "manifest"
     seconds: dict[str, float] = {}
     with ws.connect(write=True) as con:
         t = time.monotonic()
@@ -157,10 +155,10 @@ def apply_optouts(ws: Workspace, rules: str | os.PathLike[str] | None = None,
         seconds["policy"] = time.monotonic() - t
         diff = oo.changes(con)
         t = time.monotonic()
-        base = oo.patchable_manifest(con, ws, out_dir, ruleset, before)
+        base = oo.patchable_manifest(con, ws, out, ruleset, before)
         patched["manifest"] = base is not None
-        manifest = write_manifest(ws, out_dir, base=base, changed="_oo_before")
+        manifest = write_manifest(ws, out, base=base, changed="_oo_before")
         seconds["manifest"] = time.monotonic() - t
         con.execute("DROP TABLE IF EXISTS _oo_before")
         con.execute("DROP TABLE IF EXISTS _oo_changes")
-    return oo.report(before, after, diff, manifest, out_dir, seconds, patched)
+    return oo.report(before, after, diff, manifest, seconds, patched)

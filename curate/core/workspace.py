@@ -121,15 +121,22 @@ class Workspace:
 
         return decide(self, rules)
 
-    def manifest(self, out: str | os.PathLike[str], **kwargs: Any):
+    def manifest(self, out: str | os.PathLike[str] | None = None, **kwargs: Any):
+        """Write a manifest: to `out` (a directory or store URI), else as a new release WS/manifests/<n>."""
         from curate.core.manifest import write_manifest
 
         return write_manifest(self, out, **kwargs)
 
-    def verify(self, manifest_dir: str | os.PathLike[str], shards: bool = False) -> list[str]:
+    def manifests(self) -> list[dict[str, Any]]:
+        """The workspace's manifest releases, oldest first (WS/manifest points at the newest)."""
+        from curate.core.manifest import releases
+
+        return releases(self)
+
+    def verify(self, manifest_dir: str | os.PathLike[str], shards: bool = False, **kwargs: Any):
         from curate.core.manifest import verify
 
-        return verify(manifest_dir, workspace=self, shards=shards)
+        return verify(manifest_dir, workspace=self, shards=shards, **kwargs)
 
     def export(self, out: str | os.PathLike[str], **kwargs: Any):
         from curate.io.export import export

@@ -78,7 +78,8 @@ def changes(con: duckdb.DuckDBPyConnection) -> pa.Table:
         GROUP BY ALL ORDER BY c.doc_id""").to_arrow_table()
 
 
-def patchable_manifest(con: duckdb.DuckDBPyConnection, ws: Workspace, out_dir: Path, ruleset: Any,
+def patchable_manifest(con: duckdb.DuckDBPyConnection, ws: Workspace, out_dir: str | os.PathLike[str] | None,
+                       ruleset: Any,
                        before: registry.RegistryState | None) -> Path | None:
     """A manifest that can be patched: out_dir's, else the workspace's own, when it was written for the
     state just before this application (same rules, schema, documents, stage fingerprints and registry
@@ -89,7 +90,7 @@ def patchable_manifest(con: duckdb.DuckDBPyConnection, ws: Workspace, out_dir: P
     n_docs = one(con.execute("SELECT count(*) FROM documents"))[0]
     stages = dict(con.execute("""SELECT stage, list(DISTINCT fingerprint ORDER BY fingerprint)
                                  FROM stage_runs GROUP BY stage""").fetchall())
-    for d in dict.fromkeys([out_dir, ws.path / "manifest"]):
+    for d in dict.fromkeys(([Path(out_dir)] if out_dir else []) + [ws.path / "manifest"]):
         try:
             run = json.loads((d / RUN).read_text())
         except (OSError, ValueError):
@@ -105,9 +106,9 @@ def patchable_manifest(con: duckdb.DuckDBPyConnection, ws: Workspace, out_dir: P
 
 
 def report(before: registry.RegistryState | None, after: registry.RegistryState, diff: pa.Table, manifest: Any,
-           out_dir: Path, seconds: dict[str, float], patched: dict[str, bool]) -> ApplyReport:
+           seconds: dict[str, float], patched: dict[str, bool]) -> ApplyReport:
     """Write the diff next to the manifest and sum it up."""
-    diff_path = out_dir / DIFF
+    diff_path = Path(manifest.path) / DIFF
     pq.write_table(diff, diff_path, compression="zstd")
     kinds = diff.column("change").to_pylist()
     summary = {"excluded": kinds.count("excluded"), "re-included": kinds.count("re-included")}
