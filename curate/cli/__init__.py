@@ -14,7 +14,8 @@ import traceback
 
 from curate.cli.app import app
 
-for _group in ("pipeline", "audit", "quality", "optout"):  # each registers its commands, in `curate --help` order
+# Each group registers its commands, in `curate --help` order.
+for _group in ("pipeline", "audit", "quality", "optout", "config"):
     importlib.import_module(f"curate.cli.{_group}")
 
 

@@ -228,10 +228,12 @@ def manifests(ws: WS) -> None:
 @friendly
 def export(
     ws: WS,
-    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    out_dir: Annotated[str, typer.Option("--out", help="Output directory or store prefix (s3://bucket/...).")],
     format: Annotated[str, typer.Option(help="jsonl or parquet.")] = "jsonl",
     max_bytes: Annotated[int, typer.Option(help="Cap per output file.")] = 256 * 1024 * 1024,
+    endpoint: Endpoint = None,
 ) -> None:
-    """Write the kept documents, redacted where the decision says so, in size-capped shards."""
-    s = Workspace(ws).export(out_dir, format=format, max_bytes=max_bytes)
+    """Write the kept documents, redacted where the decision says so, in size-capped parts (each written
+    atomically; export.json, the index, last)."""
+    s = Workspace(ws).export(out_dir, format=format, max_bytes=max_bytes, endpoint=endpoint)
     out.print(f"exported {s.documents} documents ({s.redacted} redacted) to {len(s.files)} file(s) in {s.path}")

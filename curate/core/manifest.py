@@ -297,10 +297,10 @@ def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = N
     dup = con.execute("SELECT count(*) - count(DISTINCT doc_id) FROM m").fetchall()[0][0]
     if dup:
         rep.problems.append(f"{dup} doc_id(s) appear more than once")
-    root = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchall()[0][0]
+    root_hash = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchall()[0][0]
     recorded = run.get("manifest", {}).get("root_hash")
-    if root != recorded:
-        rep.problems.append(f"root hash {root} does not match run.json ({recorded})")
+    if root_hash != recorded:
+        rep.problems.append(f"root hash {root_hash} does not match run.json ({recorded})")
     root_file = d / "ROOT"
     if root_file.exists() and root_file.read_text().strip() != recorded:
         rep.problems.append("ROOT file does not match run.json's root_hash")

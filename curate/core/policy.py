@@ -24,7 +24,7 @@ import duckdb
 
 from curate.core.db import one
 from curate.core.errors import UserError
-from curate.util.assets import rules_dir
+from curate.util.assets import find_rules_file, rules_dir
 from curate.util.sql import literal
 
 if TYPE_CHECKING:
@@ -69,11 +69,12 @@ def default_rules_path() -> Path:
 
 
 def load_rules(path: str | os.PathLike[str] | None = None) -> Ruleset:
-    p = Path(path) if path else default_rules_path()
+    p, tried = find_rules_file(path) if path else (default_rules_path(), [])
     try:
         data = p.read_bytes()
     except OSError as e:
-        raise RuleError(f"{p}: cannot read the rules file ({e.strerror or e})") from None
+        places = f"; tried {', '.join(os.path.abspath(t) for t in tried)}" if len(tried) > 1 else ""
+        raise RuleError(f"{p}: cannot read the rules file ({e.strerror or e}){places}") from None
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

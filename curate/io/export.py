@@ -7,12 +7,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.core.errors import UserError
+from curate.io import lake
+from curate.util import log
 
 if TYPE_CHECKING:
     from curate.core.workspace import Workspace
@@ -30,49 +32,60 @@ class ExportSummary:
 
 
 def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
-           max_bytes: int = 256 * 1024 * 1024, batch_rows: int = 2000) -> ExportSummary:
-    """Write kept and redacted documents in ingest order; `export.json` lists files and their hashes."""
+           max_bytes: int = 256 * 1024 * 1024, batch_rows: int = 2000, endpoint: str | None = None) -> ExportSummary:
+    """Write kept and redacted documents in ingest order to a directory or store prefix (s3://...), in parts of
+    at most about `max_bytes`, each written atomically (a reader never sees half a part); `export.json`, which
+    lists the parts and their hashes, is removed first and written last, so an interrupted export leaves
+    nothing that looks complete."""
     from curate.core.policy import current_rules
     from curate.core.redact import redactions_sql
 
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("part-*"):
-        old.unlink()
-    (out / INDEX).unlink(missing_ok=True)
-    summary = ExportSummary(out)
-    writer = _Writer(out, format, max_bytes, summary)
-    with ws.connect() as con:
-        batches = con.sql(f"""
-            SELECT d.doc_id AS id, d.text, d.url, d.meta::VARCHAR AS meta, c.action = 'redact' AS redacted,
-                   r.redactions
-            FROM documents d JOIN decisions c USING (doc_id)
-            LEFT JOIN ({redactions_sql(con, current_rules(con).raw)}) r USING (doc_id)
-            WHERE c.action IN ('keep', 'redact') ORDER BY d.seq""").to_arrow_reader(batch_rows)
-        for batch in batches:
-            writer.write(batch)
-    writer.close()
-    (out / INDEX).write_text(json.dumps({"documents": summary.documents, "redacted": summary.redacted,
-                                         "format": format, "files": summary.files}, indent=2) + "\n")
+    out = str(out)
+    if lake.is_local(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+    lake.remove(lake.join(out, INDEX), endpoint)
+    for old in lake.expand([lake.join(out, "part-*")], endpoint):
+        lake.remove(old, endpoint)
+    summary = ExportSummary(Path(out) if lake.is_local(out) else Path(lake.redact_uri(out)))
+    writer = _Writer(out, format, max_bytes, summary, endpoint)
+    try:
+        with ws.connect() as con:
+            batches = con.sql(f"""
+                SELECT d.doc_id AS id, d.text, d.url, d.meta::VARCHAR AS meta, c.action = 'redact' AS redacted,
+                       r.redactions
+                FROM documents d JOIN decisions c USING (doc_id)
+                LEFT JOIN ({redactions_sql(con, current_rules(con).raw)}) r USING (doc_id)
+                WHERE c.action IN ('keep', 'redact') ORDER BY d.seq""").to_arrow_reader(batch_rows)
+            for batch in batches:
+                writer.write(batch)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    index = {"documents": summary.documents, "redacted": summary.redacted, "format": format, "files": summary.files}
+    lake.write_atomic(lake.join(out, INDEX), (json.dumps(index, indent=2) + "\n").encode(), endpoint)
+    log.event("export", path=lake.redact_uri(out), documents=summary.documents, redacted=summary.redacted,
+              files=len(summary.files))
     return summary
 
 
 class _Writer:
-    """Rolls over to a new part file when the current one passes max_bytes."""
+    """Rolls over to a new part when the current one passes max_bytes; each part is hashed as it is written
+    and published atomically when it closes."""
 
-    def __init__(self, out: Path, format: str, max_bytes: int, summary: ExportSummary):
-        self.out, self.format, self.max_bytes, self.summary = out, format, max_bytes, summary
-        self.file = None
+    def __init__(self, out: str, format: str, max_bytes: int, summary: ExportSummary, endpoint: str | None):
+        self.out, self.format, self.max_bytes, self.summary, self.endpoint = out, format, max_bytes, summary, endpoint
+        self.part: Any = None  # the atomic output context of the open part
+        self.stream: Any = None
         self.pq: pq.ParquetWriter | None = None
         self.size = self.docs = 0
 
     def _open(self) -> None:
-        name = f"part-{len(self.summary.files):05d}.{self.format}"
-        self.path = self.out / name
-        if self.format == "jsonl":
-            self.file = open(self.path, "w", encoding="utf-8", newline="\n")
+        self.name = f"part-{len(self.summary.files):05d}.{self.format}"
+        self.part = lake.open_output_atomic(lake.join(self.out, self.name), self.endpoint)
+        self.stream = _Hashing(self.part.__enter__())
         self.size = self.docs = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -88,7 +101,7 @@ class _Writer:
         if self.format == "parquet":
             if self.pq is None:
                 self._open()
-                self.pq = pq.ParquetWriter(self.path, batch.schema, compression="zstd")
+                self.pq = pq.ParquetWriter(self.stream, batch.schema, compression="zstd")
             self.pq.write_batch(batch)
             self.docs += batch.num_rows
             self.size += batch.nbytes
@@ -97,29 +110,58 @@ class _Writer:
                 self._close_part()
             return
         for row in batch.to_pylist():
-            if self.file is None:
+            if self.stream is None:
                 self._open()
             meta = json.loads(row["meta"]) if row["meta"] else None
-            line = json.dumps({"id": row["id"], "text": row["text"], "url": row["url"], "meta": meta},
-                              ensure_ascii=False) + "\n"
-            self.file.write(line)
-            self.size += len(line.encode("utf-8"))
+            line = (json.dumps({"id": row["id"], "text": row["text"], "url": row["url"], "meta": meta},
+                               ensure_ascii=False) + "\n").encode("utf-8")
+            self.stream.write(line)
+            self.size += len(line)
             self.docs += 1
             self.summary.documents += 1
             if self.size >= self.max_bytes:
                 self._close_part()
 
     def _close_part(self) -> None:
-        if self.file:
-            self.file.close()
-            self.file = None
         if self.pq:
             self.pq.close()
             self.pq = None
-        h = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        self.summary.files.append({"file": self.path.name, "documents": self.docs,
-                                   "bytes": self.path.stat().st_size, "sha256": h})
+        stream, self.stream = self.stream, None
+        self.part.__exit__(None, None, None)
+        self.summary.files.append({"file": self.name, "documents": self.docs, "bytes": stream.size,
+                                   "sha256": stream.hash.hexdigest()})
 
     def close(self) -> None:
-        if self.file or self.pq:
+        if self.stream is not None:
             self._close_part()
+
+    def abort(self) -> None:
+        """Discard the open part (its temporary goes, nothing is published)."""
+        if self.stream is not None:
+            self.stream = None
+            self.part.__exit__(RuntimeError, RuntimeError("export interrupted"), None)
+
+
+class _Hashing:
+    """A write-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, raw: Any):
+        self.raw, self.hash, self.size, self.closed = raw, hashlib.sha256(), 0, False
+
+    def write(self, data: Any) -> int:
+        b = bytes(data)
+        self.hash.update(b)
+        self.size += len(b)
+        return self.raw.write(b)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:  # ParquetWriter closes its sink; the part closes the real stream on publish
+        self.closed = True
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True

@@ -373,6 +373,21 @@ def write_atomic(uri: str, data: bytes, endpoint: str | None = None) -> None:
         f.write(data)
 
 
+def remove(uri: str, endpoint: str | None = None) -> bool:
+    """Delete one object or file; False when there was none."""
+    fs, path = resolve(uri, endpoint)
+    with _errors(uri, endpoint):
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return False
+        fs.delete_file(path)
+        return True
+
+
+def join(base: str, name: str) -> str:
+    """`name` inside the directory or prefix `base`."""
+    return f"{base.rstrip('/')}/{name}" if "://" in base else os.path.join(base, name)
+
+
 # -- DuckDB ------------------------------------------------------------------------------------------
 def is_local(uri: str) -> bool:
     return _scheme(uri) in ("", "file")
