@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from curate.core.errors import CurateError
@@ -36,7 +37,7 @@ def options(
     try:
         log.configure(log_format, log_file, -1 if quiet else verbose)
     except CurateError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -61,7 +62,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CurateError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -74,3 +75,30 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     return t
+
+
+FORMATS = ("table", "plain", "csv", "json")
+Format = Annotated[str | None, typer.Option(
+    "--format", help="table, plain (tab-separated), csv or json (default: table on a terminal, else plain).")]
+
+
+def emit(title: str, columns: list[str], rows: list[list[Any]], fmt: str | None) -> None:
+    """Rows for a person (a rich table on a terminal) or a program (tab-separated when piped, CSV, JSON)."""
+    import csv
+    import json
+    import sys
+
+    fmt = fmt or ("table" if sys.stdout.isatty() else "plain")
+    if fmt not in FORMATS:
+        from curate.core.errors import UserError
+
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "table":
+        out.print(table(title, columns, rows))
+    elif fmt == "json":
+        sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str,
+                                    ensure_ascii=False) + "\n")
+    else:
+        writer = csv.writer(sys.stdout, delimiter="\t" if fmt == "plain" else ",", lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in r] for r in rows])

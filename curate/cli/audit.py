@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from curate.cli.app import WS, app, friendly, out, table
+from curate.cli.app import WS, Format, app, emit, friendly, out, table
 from curate.core.workspace import Workspace
 
 
@@ -54,22 +54,31 @@ def stages() -> None:
 
 @app.command()
 @friendly
-def signals(ws: WS) -> None:
+def signals(ws: WS, fmt: Format = None) -> None:
     """The columns of the `signals` view that rules can use."""
     from curate.core.policy import build_signals_view
 
     w = Workspace(ws)
     with w.connect() as con:  # a temporary view: no write lock, so it works while a run writes
         cols = build_signals_view(con, temp=True)
-    out.print(table("signals", ["column", "type"], [[k, v] for k, v in cols.items()]))
+    emit("signals", ["column", "type"], [[k, v] for k, v in cols.items()], fmt)
 
 
 @app.command()
 @friendly
-def sql(ws: WS, query: str, limit: Annotated[int, typer.Option(help="Rows to print.")] = 50) -> None:
+def sql(ws: WS, query: str, limit: Annotated[int | None, typer.Option(
+            help="Rows to print (default: 50 in a table, all otherwise).")] = None,
+        fmt: Format = None) -> None:
     """Run a read-only SQL query against the workspace and print the result."""
+    import sys
+
     df = Workspace(ws).sql(query)
-    out.print(table(f"{df.height} row(s)", df.columns, [list(r) for r in df.head(limit).iter_rows()]))
+    shown = limit if limit is not None else (50 if (fmt or ("table" if sys.stdout.isatty() else "plain")) == "table"
+                                             else None)
+    head = df if shown is None else df.head(shown)
+    emit(f"{df.height} row(s)", df.columns, [list(r) for r in head.iter_rows()], fmt)
+    if shown is not None and df.height > shown and (fmt or "table") == "table":
+        out.print(f"… {df.height - shown} more (use --limit or --format csv)")
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from curate.cli.app import WS, Rules, app, err, friendly, out, table
+from curate.cli.app import WS, Format, Rules, app, emit, err, friendly, out, table
 from curate.core.errors import UserError
 from curate.core.workspace import Workspace
 
@@ -90,6 +90,7 @@ def optout_list(
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
     reveal: Annotated[bool, typer.Option(help="Show author names (personal data).")] = False,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
+    fmt: Format = None,
 ) -> None:
     """The registry's entries (active ones unless --all)."""
     from curate.stages import optout
@@ -100,9 +101,8 @@ def optout_list(
         st = optout.state(con)
     rows = [[_masked(r["kind"], r["value"], reveal) if c == "value" else r[c] for c in df.columns]
             for r in df.head(limit).iter_rows(named=True)]
-    out.print(table(f"registry version {st.version}, {st.active} active entries, sha256 {st.sha256}",
-                     df.columns, rows))
-    if df.height > limit:
+    emit(f"registry version {st.version}, {st.active} active entries, sha256 {st.sha256}", df.columns, rows, fmt)
+    if df.height > limit and (fmt or "table") == "table":
         out.print(f"… {df.height - limit} more (use --limit)")
 
 

@@ -12,6 +12,7 @@ later drop rules but never from redaction.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -275,7 +276,9 @@ class _Parser:
                 return f"{value.lower()}({', '.join(args)})"
             if value not in self.columns:
                 self.i -= 1
-                raise self.fail("unknown column (see `curate signals` for the columns of the signals view)")
+                close = difflib.get_close_matches(value, list(self.columns), n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise self.fail(f"unknown column (see `curate signals` for the columns of the signals view){hint}")
             self.used.add(value)
             return f'"{value}"'
         raise self.fail("unexpected token")

@@ -131,6 +131,7 @@ def _process(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], f
                 con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
                             [det.name, shard_id, fp, n, time.monotonic() - t0])
                 con.execute("COMMIT")
+                _let_readers_in(con)
                 log.event("shard_committed", stage=det.name, shard_id=shard_id, documents=n, errors=errors,
                           seconds=round(time.monotonic() - t0, 3))
                 shard_id = None
@@ -163,23 +164,29 @@ def _insert(con: duckdb.DuckDBPyConnection, det: Detector, rows: pa.Table | None
 
 def _batches(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], session: Session
              ) -> Iterator[tuple[str, pa.RecordBatch | None]]:
-    """(shard_id, batch) for every batch of every shard, then (shard_id, None) when the shard is done."""
+    """(shard_id, batch) for every batch of every shard, then (shard_id, None) when the shard is done.
+
+    A window of documents is read whole before its batches are handed out: no result stays open between
+    two batches, so the connection can be let go at a commit (readers in other processes get in)."""
     cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
-    reader = con.cursor()
-    try:
-        for shard_id, docs, _ in todo:
-            # Windows of seq (contiguous per shard): sorting a whole shard first would keep the workers
-            # idle until all of its text is read. Literals, not parameters: DuckDB 1.5 pushes only
-            # those into the scan, where zone maps skip other row groups (5 s instead of 0.6 s per 100k rows).
-            lo, hi = one(reader.execute("SELECT min(seq), max(seq) FROM documents WHERE shard_id = ?", [shard_id]))
-            for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
-                for batch in reader.sql(f'SELECT {cols} FROM documents d WHERE shard_id = {literal(shard_id)} '
-                                        f'AND seq >= {start} AND seq < {start + WINDOW_ROWS} ORDER BY "row"'
-                                        ).to_arrow_reader(session.batch_rows(docs)):
-                    yield shard_id, batch
-            yield shard_id, None
-    finally:
-        reader.close()
+    for shard_id, docs, _ in todo:
+        # Windows of seq (contiguous per shard): sorting a whole shard first would keep the workers
+        # idle until all of its text is read. Literals, not parameters: DuckDB 1.5 pushes only
+        # those into the scan, where zone maps skip other row groups (5 s instead of 0.6 s per 100k rows).
+        lo, hi = one(con.execute("SELECT min(seq), max(seq) FROM documents WHERE shard_id = ?", [shard_id]))
+        for start in range(int(lo), int(hi) + 1, WINDOW_ROWS):
+            window = con.sql(f'SELECT {cols} FROM documents d WHERE shard_id = {literal(shard_id)} '
+                             f'AND seq >= {start} AND seq < {start + WINDOW_ROWS} ORDER BY "row"').to_arrow_table()
+            for batch in window.to_batches(max_chunksize=session.batch_rows(docs)):
+                yield shard_id, batch
+        yield shard_id, None
+
+
+def _let_readers_in(con: duckdb.DuckDBPyConnection) -> None:
+    """After a commit: let a waiting reader in (a workspace's write connection; a plain one has no pause)."""
+    pause = getattr(con, "pause", None)
+    if pause is not None:
+        pause()
 
 
 def _isolate(con: duckdb.DuckDBPyConnection, det: Detector, batch: pa.RecordBatch) -> tuple[int, int]:

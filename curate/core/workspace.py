@@ -1,9 +1,20 @@
-"""A workspace is a directory holding `curate.duckdb`; this is the Python API the CLI mirrors."""
+"""A workspace is a directory holding `curate.duckdb`; this is the Python API the CLI mirrors.
+
+Reading while a run writes: DuckDB lets one process open the file for writing, and no other process open it
+at all meanwhile. So a writing command holds a writer lock of its own (`.writer.lock`, for the whole
+command: a second writer is refused at once) and DuckDB's file lock only while it works: a reader that
+finds the file locked leaves a marker in `.readers/` and waits (up to CURATE_LOCK_WAIT seconds, default
+60); the writer, at its next commit (a shard of a stage or of an ingest), sees the marker, closes the file
+and reopens it once the reader is done. A reader therefore sees the last committed state, never a partial
+one, and waits at most about one shard's work.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from curate.core import schema
-from curate.core.errors import CurateError
+from curate.core.errors import CurateError, UserError
 from curate.util.sql import literal
 
 if TYPE_CHECKING:
@@ -27,6 +38,11 @@ class WorkspaceError(CurateError, RuntimeError):
 
 class WorkspaceBusy(WorkspaceError):
     pass
+
+
+LOCK_WAIT = float(os.environ.get("CURATE_LOCK_WAIT", 60))
+WRITER_LOCK = ".writer.lock"
+READERS = ".readers"
 
 
 def _settings() -> dict[str, Any]:
@@ -67,16 +83,25 @@ class Workspace:
     # -- connections -----------------------------------------------------------------------------
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One connection at a time per Workspace; a write connection also serves reads."""
+        """One connection at a time per Workspace; a write connection also serves reads. A write connection
+        is a `WriteConnection`: DuckDB's file is let go at commits when a reader waits (see the module doc)."""
         if self._con is not None:
             if write and not self._write:
                 raise WorkspaceError("cannot write inside a read-only block of the same workspace")
             yield self._con
             return
-        con = _open(self.db_path, write=write, tmp=self.path / ".tmp")
         if write:
-            schema.migrate(con)
-        self._con, self._write = con, write
+            with _writer_lock(self.path):
+                con = WriteConnection(self.path)
+                self._con, self._write = con, True
+                try:
+                    yield con  # type: ignore[misc]
+                finally:
+                    self._con = None
+                    con.close()
+            return
+        con = _open_waiting(self.path, write=False)
+        self._con, self._write = con, False
         try:
             yield con
         finally:
@@ -84,9 +109,16 @@ class Workspace:
             con.close()
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        """Run a read-only query and return a polars frame (materialised, so the lock is released)."""
+        """Run a read-only query and return a polars frame (materialised, so the lock is released). A query
+        DuckDB refuses (an unknown table or column, a syntax error, a write) is a user error naming why, with
+        DuckDB's suggestion of the closest names."""
         with self.connect() as con:
-            return con.sql(query, params=params or None).pl()
+            try:
+                rel = con.sql(query, params=params or None)
+                return rel.pl() if rel is not None else _empty()
+            except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                    duckdb.InvalidInputException, duckdb.ConversionException, duckdb.PermissionException) as e:
+                raise UserError(f"query refused: {_duckdb_message(e)}") from None
 
     def table(self, name: str) -> pl.DataFrame:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -174,6 +206,103 @@ class Workspace:
         return f"Workspace({str(self.path)!r})"
 
 
+class WriteConnection:
+    """The write connection of a command: a DuckDB connection (every attribute is the current one's) that
+    `pause()` closes and reopens at a commit when a reader in another process waits for the file."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._hooks: list[Any] = []
+        self._con: duckdb.DuckDBPyConnection | None = _open_waiting(path, write=True)
+        schema.migrate(self._con)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._current(), name)
+
+    def _current(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._con = _open_waiting(self._path, write=True)
+            for hook in self._hooks:
+                hook(self._con)
+        return self._con
+
+    def on_open(self, hook: Any) -> None:
+        """Run `hook(connection)` now and on every reopen (e.g. to register a function)."""
+        self._hooks.append(hook)
+        hook(self._current())
+
+    def pause(self) -> bool:
+        """Between transactions: if a reader waits, let the file go (it is reopened at the next use).
+        Returns whether it did. Only call it when no temporary table or open result is needed after."""
+        if self._con is None or not _waiting_readers(self._path):
+            return False
+        self._con.close()
+        self._con = None
+        time.sleep(0.2)  # the reader polls every 50 ms; the reopen then waits until it is done
+        return True
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+@contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """The workspace's writer lock for this process (a second writer is refused at once, naming the holder)."""
+    f = open(path / WRITER_LOCK, "a+")  # noqa: SIM115 - held for the block
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            who = f" (process {holder})" if holder.isdigit() else ""
+            raise WorkspaceBusy(f"workspace {path} is being written by another process{who}; "
+                                "wait for it to finish and run the command again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
+
+
+def _open_waiting(path: Path, write: bool) -> duckdb.DuckDBPyConnection:
+    """Open the workspace's database, waiting (up to CURATE_LOCK_WAIT s) while another process holds it; a
+    reader leaves a marker so that the writer lets go at its next commit."""
+    deadline = time.monotonic() + LOCK_WAIT
+    marker = path / READERS / str(os.getpid())
+    try:
+        while True:
+            try:
+                return _open(path / DB_NAME, write=write, tmp=path / ".tmp")
+            except WorkspaceBusy:
+                if time.monotonic() > deadline:
+                    raise
+                if not write and not marker.exists():
+                    marker.parent.mkdir(exist_ok=True)
+                    marker.touch()
+                time.sleep(0.05)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _waiting_readers(path: Path) -> bool:
+    """Whether a live process waits to read (its marker in .readers/; markers of dead processes are removed)."""
+    waiting = False
+    for m in (path / READERS).glob("*") if (path / READERS).is_dir() else []:
+        try:
+            os.kill(int(m.name), 0)
+            waiting = True
+        except (ValueError, ProcessLookupError):
+            m.unlink(missing_ok=True)
+        except PermissionError:
+            waiting = True
+    return waiting
+
+
 def _open(db: Path, write: bool, tmp: Path) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(db), read_only=not write, config=_settings())
@@ -192,3 +321,17 @@ def _open(db: Path, write: bool, tmp: Path) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET temp_directory = {literal(tmp)}")
     return con
 
+
+def _duckdb_message(e: BaseException) -> str:
+    """DuckDB's error without its error-class prefix and the LINE/caret block, on one line."""
+    text = str(e).split("\n\nLINE ")[0].strip()
+    text = re.sub(r"^[A-Za-z ]+ Error: ", "", text)
+    if "read-only" in text or "read_only" in text:
+        return "the workspace is opened read-only here: only queries that read are allowed"
+    return " ".join(text.split())
+
+
+def _empty() -> pl.DataFrame:
+    import polars as pl
+
+    return pl.DataFrame()

@@ -142,7 +142,10 @@ def ingest(
     summary = IngestSummary()
     sizes = [_size(uri, endpoint) if why is None else 0 for uri, why in targets]
     with ws.connect(write=True) as con, Progress("ingest", sum(sizes), progress, unit="bytes") as bar:
-        _register_sha256(con)
+        if hasattr(con, "on_open"):
+            con.on_open(_register_sha256)  # again whenever the file was let go for a reader
+        else:
+            _register_sha256(con)
         for (uri, why), size in zip(targets, sizes, strict=True):
             bar.describe(uri.rsplit("/", 1)[-1])
             r = _record_missing(con, uri, why) if why else ingest_shard(con, uri, fields, max_doc_bytes, endpoint)
@@ -151,6 +154,8 @@ def ingest(
                       status=r.status, bytes=size, rows=r.rows, documents=r.documents, quarantined=r.quarantined,
                       **({"error": r.error} if r.error else {}))
             bar(size)
+            if hasattr(con, "pause"):
+                con.pause()  # a reader waiting for the file gets in between two shards
     return summary
 
 
