@@ -41,7 +41,9 @@ from license_expression import get_spdx_licensing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curate.stages.licenses.stage import Scanner, expression, normalize_expression, scan  # noqa: E402
+from curate.stages.licenses.expressions import normalize_expression  # noqa: E402
+from curate.stages.licenses.notices import expression, scan  # noqa: E402
+from curate.stages.licenses.scanner import Scanner  # noqa: E402
 
 CONTRADICTED = Path(__file__).resolve().parent / "licenses_contradicted.toml"
 SCANCODE_VENV = Path(os.environ.get("SCANCODE_VENV", "/work/bench-venvs/scancode"))

@@ -20,16 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FAMILIES = {"gopher_quality": "GopherQualityFilter", "gopher_repetition": "GopherRepetitionFilter",
-            "c4": "C4QualityFilter", "fineweb": "FineWebQualityFilter"}
-RULES = {
-    "gopher_quality": ("gopher.word-count", "gopher.mean-word-length", "gopher.symbol-ratio", "gopher.bullet-lines",
-                       "gopher.ellipsis-lines", "gopher.alpha-words", "gopher.stop-words"),
-    "gopher_repetition": ("gopher.duplicate-lines", "gopher.duplicate-paragraphs", "gopher.top-ngrams",
-                          "gopher.duplicate-ngrams"),
-    "c4": ("c4.lorem-ipsum", "c4.curly-bracket", "c4.few-sentences"),
-    "fineweb": ("fineweb.line-punctuation", "fineweb.short-lines", "fineweb.duplicate-lines", "fineweb.list-ratio"),
-}
+from curate.stages.quality.datatrove import FILTERS, filters, kept  # noqa: E402 - the rule families, one place
 
 
 def main() -> None:
@@ -37,7 +28,6 @@ def main() -> None:
     ap.add_argument("--samples", default=str(ROOT / "data" / "samples"))
     args = ap.parse_args()
 
-    import datatrove.pipeline.filters as dt
     from datatrove.data import Document
 
     from curate import Workspace
@@ -53,7 +43,7 @@ def main() -> None:
         decide(ws)
         rows = ws.sql("""SELECT d.doc_id, d.text, c.rule_ids FROM documents d JOIN decisions c USING (doc_id)
                          WHERE length(trim(d.text, ' \n\t')) > 0 ORDER BY d.doc_id""").rows()
-    peers = {k: getattr(dt, v)() for k, v in FAMILIES.items()}
+    peers = filters()
     same, dropped, differ = Counter(), Counter(), []
     for doc_id, text, fired in rows:
         for family, peer in peers.items():
@@ -61,19 +51,19 @@ def main() -> None:
                 theirs = peer.filter(Document(text=text, id=doc_id)) is True
             except ZeroDivisionError:  # FineWeb divides by the word count
                 theirs = False
-            ours = not set(RULES[family]) & set(fired)
+            ours = kept(family, fired)
             same[family] += ours == theirs
             dropped[family] += not theirs
             if ours != theirs:
                 differ.append((family, doc_id, ours, theirs))
     n = len(rows)
-    for family in FAMILIES:
-        print(f"{FAMILIES[family]:<24} {same[family]}/{n} identical ({100 * same[family] / n:.2f}%), "
+    for family in FILTERS:
+        print(f"{FILTERS[family]:<24} {same[family]}/{n} identical ({100 * same[family] / n:.2f}%), "
               f"DataTrove drops {dropped[family]}")
     total = sum(same.values())
     print(f"all four filters: {total}/{4 * n} identical keep/drop decisions ({100 * total / (4 * n):.2f}%)")
     for family, doc_id, ours, theirs in differ[:20]:
-        print(f"  differs: {FAMILIES[family]} {doc_id}: curate {'keeps' if ours else 'drops'}, "
+        print(f"  differs: {FILTERS[family]} {doc_id}: curate {'keeps' if ours else 'drops'}, "
               f"datatrove {'keeps' if theirs else 'drops'}")
 
 

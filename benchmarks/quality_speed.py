@@ -61,7 +61,9 @@ def main() -> None:
     )
 
     from curate.core.policy import load_rules
-    from curate.stages.quality.stage import Quality, Words, metrics
+    from curate.stages.quality.metrics import metrics
+    from curate.stages.quality.stage import Quality
+    from curate.stages.quality.words import Words
 
     docs = load(args.samples, args.min_bytes, args.max_bytes)
     warm, docs = docs[: args.warmup], docs[args.warmup:]

@@ -106,14 +106,36 @@ def sample_copy(sample_ws: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def full_ws(sample_ws: Path, tmp_path_factory) -> Path:
-    """The sample workspace with every DESIGN.md signal table filled (tests/surface_data.py); read it only."""
-    from surface_data import plant_signals
+def audit_ws(sample_ws: Path, tmp_path_factory) -> Path:
+    """The sample workspace after two creators' opt-outs (`curate optout add` then `apply`, registry versions 1
+    and 2), so that every stage's audit section has real rows: the report, card and validation tests read it
+    (read it only)."""
+    from curate import Workspace
+    from curate.stages.optout import apply, registry
 
-    path = tmp_path_factory.mktemp("full") / "ws"
-    shutil.copytree(sample_ws, path)
-    plant_signals(path)
+    path = tmp_path_factory.mktemp("audit") / "ws"
+    shutil.copytree(sample_ws, path, symlinks=True)
+    w = Workspace(path)
+    registry.add(w, "domain", "www.gnu.org", "Free Software Foundation (test)", received_at="2026-11-01")
+    apply(w)
+    registry.add(w, "author", "Timo Aaltonen", "Timo Aaltonen (test)", received_at="2026-11-02")
+    apply(w)
     return path
+
+
+@pytest.fixture(scope="session")
+def audit_pii_values(audit_ws: Path) -> set[str]:
+    """The personal-data values the pii stage found in `audit_ws` (8+ characters, full names only, no bare
+    numbers): none may appear in a report or a card."""
+    import re
+
+    import duckdb
+
+    with duckdb.connect(str(audit_ws / "curate.duckdb"), read_only=True) as con:
+        found = con.execute("""SELECT DISTINCT p.entity_type, substr(d.text, p."start" + 1, p."end" - p."start")
+                               FROM pii_spans p JOIN documents d USING (doc_id)""").fetchall()
+    return {v for kind, v in found if len(v) >= 8 and (kind != "PERSON" or " " in v.strip())
+            and not re.fullmatch(r"[\d.\s]+", v)}
 
 
 # -- killing a command at a point it has reached ------------------------------------------------------

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
 import duckdb
 import pyarrow.parquet as pq
 from conftest import CURATE
-from surface_data import PII
 
 from curate import Workspace
 from curate.audit.card import card
@@ -29,28 +27,46 @@ def load_croissant(path):
     return ds, ds.metadata.ctx.issues
 
 
-def test_cards_from_a_full_workspace(full_ws, tmp_path):
+def test_cards_from_the_sample_workspace(audit_ws, audit_pii_values, tmp_path):
     out = tmp_path / "cards"
-    res = subprocess.run([*CURATE, "card", str(full_ws), "--out", str(out), "--name", "sample-corpus"],
+    res = subprocess.run([*CURATE, "card", str(audit_ws), "--out", str(out), "--name", "sample-corpus"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     sheet = (out / "datasheet.md").read_text()
     summary = (out / "training_content_summary.md").read_text()
     meta = json.loads((out / "croissant.json").read_text())
-    run = json.loads((full_ws / "manifest" / "run.json").read_text())
-    w = Workspace(full_ws)
+    run = json.loads((audit_ws / "manifest" / "run.json").read_text())
+    w = Workspace(audit_ws)
 
-    # the datasheet: every section, filled from the workspace
+    def part(text: str, heading: str) -> str:
+        return text.split(heading + "\n")[1].split("\n#")[0]
+
+    # the datasheet: every section, filled from the workspace by the stages' audit modules
     positions = [sheet.index(s) for s in SECTIONS]
     assert positions == sorted(positions)
     docs = w.sql("SELECT count(*) FROM documents").item()
     kept = w.sql("SELECT count(*) FROM decisions WHERE action <> 'drop'").item()
     assert f"{docs:,} documents from" in sheet and f"{kept:,} documents (" in sheet
-    assert run["manifest"]["root_hash"] in sheet and "Not measured" not in sheet
-    top_pii = w.sql("SELECT entity_type FROM pii_spans GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").item()
-    assert top_pii in sheet.split("## Personal data")[1].split("##")[0]
-    kind, version = w.sql("SELECT match_kind, registry_version FROM optout_matches ORDER BY ALL LIMIT 1").row(0)
-    assert f"{kind} (registry version {version})" in sheet and "Disparate removal" in sheet
+    assert run["manifest"]["root_hash"] in sheet and "Not measured" not in sheet + summary
+    for table, kind in (("dedup_exact", "Exact"), ("dedup_fuzzy", "Near")):
+        clusters, members = w.sql(f"""SELECT count(*), sum(n) FROM (SELECT count(*) AS n FROM {table}
+                                      GROUP BY cluster_id HAVING count(*) > 1)""").row(0)
+        assert f"{kind} duplicates: {clusters:,} clusters holding {members:,} documents." in sheet
+    lang, n = w.sql("SELECT lang, count(*) FROM quality GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").row(0)
+    assert f"| {lang} | {n:,} |" in part(sheet, "## Composition")
+    spans, pii_docs = w.sql("SELECT count(*), count(DISTINCT doc_id) FROM pii_spans").row(0)
+    top, top_spans, top_docs = w.sql("""SELECT entity_type, count(*), count(DISTINCT doc_id) FROM pii_spans
+                                        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""").row(0)
+    assert part(sheet, "## Personal data").startswith(
+        f"\n{spans:,} personal-data spans were detected: {top} ({top_spans:,} spans in {top_docs:,} documents), ")
+    nc = w.sql("SELECT count(DISTINCT doc_id) FROM license_signals WHERE use_class = 'noncommercial'").item()
+    assert f"noncommercial: {nc:,} documents (" in part(sheet, "## Licences")
+    optouts = part(sheet, "## Opt-out handling")
+    for kind, version, matched in w.sql("""SELECT match_kind, registry_version, count(DISTINCT doc_id)
+                                           FROM optout_matches GROUP BY ALL""").rows():
+        assert f"{kind} (registry version {version}): {matched:,} documents matched" in optouts
+    assert "Registry versions applied: 1, 2." in sheet
+    assert "Disparate removal" in part(sheet, "## Known biases")
 
     # the EU summary: its three parts, top domains by kept content, reservations, licence shares
     for heading in ("## 1. General information", "## 2. List of data sources", "### 2.3 Data crawled",
@@ -62,7 +78,9 @@ def test_cards_from_a_full_workspace(full_ws, tmp_path):
     reserved = w.sql("SELECT count(DISTINCT doc_id) FROM optout_signals WHERE list_contains(optout_reservations, "
                      "'robots:noai')").item()
     assert reserved and f"| robots:noai | - | {reserved} |" in summary
-    assert "Shares of the training content by licence use class" in summary
+    permissive = w.sql("""SELECT count(DISTINCT doc_id) FROM license_signals JOIN decisions USING (doc_id)
+                          WHERE use_class = 'permissive' AND action <> 'drop'""").item()
+    assert f"| permissive | {permissive:,} |" in summary.split("by licence use class:")[1]
 
     # Croissant: loads and validates in mlcroissant without errors or warnings, RAI fields filled
     ds, issues = load_croissant(out / "croissant.json")
@@ -70,18 +88,19 @@ def test_cards_from_a_full_workspace(full_ws, tmp_path):
     assert all(meta.get(k) for k in RAI)
     assert ds.metadata.name == "sample-corpus"
     assert ds.metadata.data_biases and ds.metadata.personal_sensitive_information
-    assert meta["distribution"][0]["sha256"] == sha256_file(full_ws / "manifest" / "manifest.parquet")
+    assert meta["license"].startswith("Mixed: the licences of the source documents apply. Kept documents by")
+    assert lang in meta["inLanguage"]
+    assert meta["distribution"][0]["sha256"] == sha256_file(audit_ws / "manifest" / "manifest.parquet")
     records = list(ds.records("manifest"))
-    manifest = pq.read_table(full_ws / "manifest" / "manifest.parquet")
+    manifest = pq.read_table(audit_ws / "manifest" / "manifest.parquet")
     assert len(records) == manifest.num_rows
     assert sorted(r["manifest/doc_id"].decode() for r in records) == sorted(manifest.column("doc_id").to_pylist())
 
     # never a personal-data value nor document text in any card
-    with duckdb.connect(str(full_ws / "curate.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(audit_ws / "curate.duckdb"), read_only=True) as con:
         texts = [t for t, in con.execute("SELECT text FROM documents").fetchall()]
-    values = {m.group() for t in texts for kind, rx in PII if kind == "EMAIL_ADDRESS" for m in re.finditer(rx, t)}
     everything = sheet + summary + json.dumps(meta)
-    assert values and not [v for v in values if v in everything]
+    assert len(audit_pii_values) > 1000 and not [v for v in audit_pii_values if v in everything]
     assert not [t for t in texts if len(t.strip()) > 200 and t.strip()[:60] in everything]
 
 
@@ -93,5 +112,8 @@ def test_cards_say_what_was_not_measured(sample_copy, tmp_path):
     sheet = (tmp_path / "cards" / "datasheet.md").read_text()
     for t in ("pii_spans", "license_signals", "optout_matches", "bias_terms"):
         assert f"Not measured: the workspace has no `{t}` table" in sheet
+    assert "Personal data were not measured on this workspace (no `pii_spans` table)." in sheet
+    assert "Exact duplicates: " in sheet and "Not measured" not in sheet.split("## Known biases")[0].split(
+        "## Personal data")[0]  # the stages whose tables are there still say what they measured
     _, issues = load_croissant(tmp_path / "cards" / "croissant.json")
     assert not issues.errors and len(s.files) == 3

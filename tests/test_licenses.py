@@ -13,15 +13,11 @@ import pytest
 import zstandard
 from conftest import SAMPLES, write_jsonl
 
-from curate.stages.licenses.stage import (
-    EVIDENCE,
-    Licenses,
-    Scanner,
-    expression,
-    licenses_dir,
-    normalize_expression,
-    scan,
-)
+from curate.core.errors import ConfigError
+from curate.stages.licenses.expressions import normalize_expression
+from curate.stages.licenses.notices import EVIDENCE, expression, scan
+from curate.stages.licenses.scanner import Scanner, licenses_dir
+from curate.stages.licenses.stage import Licenses
 
 TEMPLATES = licenses_dir() / "templates"
 
@@ -60,8 +56,7 @@ def sample_rows() -> dict[str, dict]:
 ])
 def test_licence_texts_under_other_copyright_holders(scanner, doc_id, expected):
     rows = sample_rows()
-    if doc_id not in rows:
-        pytest.skip("sample shard changed")
+    assert doc_id in rows, f"{doc_id} is not in data/samples/licenses.jsonl.zst any more"
     assert full_texts(scanner, rows[doc_id]["text"]) == [expected]
 
 
@@ -223,8 +218,22 @@ def test_fingerprint_follows_the_rules_files(tmp_path, monkeypatch):
     before = Licenses().fingerprint()
     p = rules / "licenses" / "use_classes.toml"
     p.write_text(p.read_text().replace('"WTFPL", ', ""))
-    assert Licenses().fingerprint() != before
+    after = Licenses().fingerprint()
+    assert after != before
+    t = rules / "licenses" / "templates" / "MIT.txt"  # a template file counts, not only templates.toml
+    t.write_text(t.read_text() + "\nAn edited template.\n")
+    assert Licenses().fingerprint() != after
     assert {a["kind"] for a in Licenses().assets()} == {"license-templates", "license-use-classes"}
+
+
+def test_settings_are_typed_and_checked():
+    assert Licenses({"min_recall": 0.8}).settings.min_recall == 0.8
+    with pytest.raises(ConfigError, match=r"my\.toml: \[stages\.licenses\] min_precision must be in \(0, 1\]"):
+        Licenses({"min_precision": 1.5}, "my.toml")
+    with pytest.raises(ConfigError, match=r"my\.toml: \[stages\.licenses\].*unknown.* min_recal\b"):
+        Licenses({"min_recal": 0.8}, "my.toml")
+    with pytest.raises(ConfigError, match=r"min_recall = '0\.8' is not a number"):
+        Licenses({"min_recall": "0.8"}, "my.toml")
 
 
 def test_empty_batch_has_the_table_schema():

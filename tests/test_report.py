@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
@@ -8,7 +9,6 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import CURATE
-from surface_data import PII
 
 from curate import Workspace
 from curate.audit.report import report
@@ -47,41 +47,90 @@ def render(html: Path, png: Path) -> tuple[int, set[str], list[dict]]:
     return plots, sections, logs
 
 
-def test_report_renders_in_headless_chromium_with_every_section_and_no_console_error(full_ws, tmp_path):
-    out = tmp_path / "report.html"
-    r = report(full_ws, out)
-    assert r.skipped == []
+SECTIONS = ["overview", "waterfall", "quality", "languages", "domains", "pii", "licences", "optout", "duplicates",
+            "bias", "tables", "provenance"]
+
+
+@pytest.fixture(scope="module")
+def audit_report(audit_ws, tmp_path_factory):
+    """The report of the sample workspace (every stage has run; two opt-outs applied): (summary, its HTML)."""
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    return report(audit_ws, out), out
+
+
+def test_report_renders_in_headless_chromium_with_every_section_and_no_console_error(audit_report, tmp_path):
+    r, out = audit_report
+    assert r.skipped == [] and r.sections == SECTIONS  # each stage's sections, in their declared order
     plots, sections, logs = render(out, tmp_path / "report.png")
-    assert {"overview", "waterfall", "quality", "languages", "domains", "pii", "licences", "optout", "duplicates",
-            "bias", "tables", "provenance"} <= sections
+    assert sections == set(SECTIONS)
     assert plots == r.plots >= 15
     assert logs == []
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
 
 
-def test_report_is_self_contained_and_shows_no_text_or_personal_data(full_ws, tmp_path):
-    out = tmp_path / "report.html"
-    report(full_ws, out)
+def test_report_is_self_contained_and_shows_no_text_or_personal_data(audit_report, audit_ws, audit_pii_values):
+    _, out = audit_report
     html = out.read_text()
     assert "<script" not in html and "<link" not in html and "src=" not in html and "@import" not in html
     assert not re.search(r"url\(", html)
-    with duckdb.connect(str(full_ws / "curate.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(audit_ws / "curate.duckdb"), read_only=True) as con:
         texts = [t for t, in con.execute("SELECT text FROM documents ORDER BY doc_id").fetchall()]
-        run_root = con.execute("SELECT count(*) FROM pii_spans").fetchall()[0][0]
-    assert run_root > 0
-    values = {m.group() for t in texts for _, rx in PII for m in re.finditer(rx, t)}
-    assert len(values) > 50
-    leaked = [v for v in values if v in html and not re.fullmatch(r"[\d.]+", v)]  # bare numbers may be counts
-    assert leaked == []
+    assert len(audit_pii_values) > 1000
+    assert [v for v in audit_pii_values if v in html] == []
     snippets = [t.strip()[:60] for t in texts if len(t.strip()) > 200]
     assert [s for s in snippets if s in html] == []
-    # the facts it shows are the workspace's
-    assert "EMAIL_ADDRESS" in html and "noncommercial" in html
-    assert html.count('class="threshold"') >= 3  # rule thresholds drawn on the quality histograms
-    import json
 
-    run = json.loads((full_ws / "manifest" / "run.json").read_text())
+
+def section(html: str, sid: str) -> str:
+    return re.search(rf'<section id="{sid}">(.*?)</section>', html, re.S).group(1)
+
+
+def test_each_stage_section_shows_the_workspace_numbers(audit_report, audit_ws):
+    """Every number a stage's section shows is the workspace's, queried here from its tables."""
+    from curate.stages.bias import report as bias_report
+
+    html = audit_report[1].read_text()
+    w = Workspace(audit_ws)
+    # quality: rule thresholds on the histograms, and the most frequent language
+    assert section(html, "quality").count('class="threshold"') >= 3
+    lang, n = w.sql("SELECT lang, count(*) FROM quality GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").row(0)
+    assert f'<tr><td>{lang}</td><td class="n">{n:,}</td>' in section(html, "languages")
+    # personal data: every entity type with its spans and documents
+    pii = w.sql("SELECT entity_type, count(*), count(DISTINCT doc_id) FROM pii_spans GROUP BY 1").rows()
+    assert len(pii) >= 5 and all(f'<tr><td>{t}</td><td class="n">{s:,}</td><td class="n">{d:,}</td>'
+                                 in section(html, "pii") for t, s, d in pii)
+    # licences: documents per use class
+    classes = w.sql("SELECT use_class, count(DISTINCT doc_id) FROM license_signals GROUP BY 1").rows()
+    assert "noncommercial" in dict(classes)
+    assert all(f'<tr><td>{c}</td><td class="n">{n:,}</td>' in section(html, "licences") for c, n in classes)
+    # opt-outs: each registry version's matches, and the reservations
+    matches = w.sql("""SELECT match_kind, registry_version, count(DISTINCT entry_id), count(DISTINCT doc_id)
+                       FROM optout_matches GROUP BY ALL ORDER BY ALL""").rows()
+    assert {v for _, v, _, _ in matches} == {1, 2}
+    assert all(f'<tr><td>{k}</td><td>{v}</td><td class="n">{e}</td><td class="n">{n:,}</td>'
+               in section(html, "optout") for k, v, e, n in matches)
+    noai = w.sql("SELECT count(*) FROM optout_signals WHERE list_contains(optout_reservations, 'robots:noai')").item()
+    assert noai and f'<tr><td>robots:noai</td><td>-</td><td>–</td><td class="n">{noai}</td>' in section(html, "optout")
+    assert "versions matched: 1, 2" in section(html, "provenance")
+    # duplicates: clusters of two or more, exact and near
+    for table in ("dedup_exact", "dedup_fuzzy"):
+        clusters, docs = w.sql(f"""SELECT count(*), sum(n) FROM (SELECT count(*) AS n FROM {table}
+                                   GROUP BY cluster_id HAVING count(*) > 1)""").row(0)
+        assert clusters and f"{clusters:,} clusters of two or more holding {docs:,} documents" in html
+    # bias: the stage's own report, flags and comparisons
+    b = bias_report(w)
+    flagged = int((b.removal["flag"] != "").sum())
+    assert f"<p>{flagged} flag(s) over {b.removal.height} rule × group comparisons.</p>" in section(html, "bias")
+    # signal tables: every stage's tables, categories by value, hidden columns hidden
+    tables = section(html, "tables")
+    rows, docs = w.sql("SELECT count(*), count(DISTINCT doc_id) FROM pii_spans").row(0)
+    assert f"<h3><code>pii_spans</code>: {rows:,} rows, {docs:,} documents</h3>" in tables
+    top = w.sql("SELECT entity_type, count(*) FROM pii_spans GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").row(0)
+    assert f"{top[0]} ({top[1]:,})" in tables  # pii declares entity_type a category
+    assert "<td>signature</td>" not in tables and "<td>authors</td>" not in tables  # explain_exclude
+    assert "<td>shingles</td>" in tables and "<td>url_key</td>" in tables
+    run = json.loads((audit_ws / "manifest" / "run.json").read_text())
     assert run["manifest"]["root_hash"] in html and run["rules"]["sha256"] in html
 
 
@@ -99,16 +148,15 @@ def test_report_skips_absent_tables_cleanly_and_the_cli_writes_it(sample_copy, t
     assert "not available yet: quality, languages, pii" in " ".join(res.stdout.split())
 
 
-def test_what_if_moves_exactly_the_documents_a_new_threshold_catches_and_writes_nothing(full_ws):
-    db = full_ws / "curate.duckdb"
+def test_what_if_moves_exactly_the_documents_a_new_threshold_catches_and_writes_nothing(audit_ws):
+    db = audit_ws / "curate.duckdb"
     before = db.read_bytes()
-    manifest = (full_ws / "manifest" / "manifest.parquet").read_bytes()
-    rules = load_rules(full_ws / "planted.toml")
-    # planted tables have no stage, so use the signals view stored with the decisions
+    manifest = (audit_ws / "manifest" / "manifest.parquet").read_bytes()
+    rules = load_rules()  # the rules behind the sample workspace's decisions
     # an exact copy is also a near copy: the near-duplicate rule steps back for exact copies
     edited = edit(edit(rules, "exact-duplicate", when="dup_exact and exact_copies > 2"), "near-duplicate",
                   when="dup_fuzzy and not dup_exact")
-    w = what_if(full_ws, edited, rebuild_signals=False)
+    w = what_if(audit_ws, edited)
     terminal = [r.id for r in rules.rules if r.action in ("drop", "keep") and r.id != "near-duplicate"]
     with duckdb.connect(str(db), read_only=True) as con:  # dropped only for being a copy, in a cluster of two
         expected = sorted(r[0] for r in con.execute("""
@@ -122,7 +170,7 @@ def test_what_if_moves_exactly_the_documents_a_new_threshold_catches_and_writes_
     assert all("exact-duplicate" not in r for r in w.changes["rules_new"].to_list())
     assert w.summary["documents"].sum() == len(expected) == w.by("domain", top=1000)["documents"].sum()
     assert w.groups is not None
-    assert db.read_bytes() == before and (full_ws / "manifest" / "manifest.parquet").read_bytes() == manifest
+    assert db.read_bytes() == before and (audit_ws / "manifest" / "manifest.parquet").read_bytes() == manifest
 
 
 def test_set_threshold_rewrites_only_the_number_and_refuses_what_is_not_there():

@@ -10,18 +10,28 @@ from curate import Workspace
 from curate.audit.validate import validate
 
 
-def test_validation_passes_on_a_consistent_workspace_and_writes_the_bundle(full_ws, tmp_path):
+def test_validation_passes_on_a_consistent_workspace_and_writes_the_bundle(audit_ws, tmp_path):
     bundle = tmp_path / "bundle"
-    r = validate(full_ws, bundle)
+    r = validate(audit_ws, bundle)
     assert r.ok, r.failures
     names = {s.name for s in r.suites}
-    # documents, every signal table present and the manifest each have their suites
+    # documents, every stage's tables present and the manifest each have their suites
     assert {"documents", "documents.derived", "decisions", "shards.derived", "manifest", "manifest.derived",
-            "manifest.counts", "pii_spans.derived", "quality", "dedup_fuzzy.keepers"} <= names
+            "manifest.counts", "pii_spans.derived", "quality", "dedup_fuzzy.keepers", "license_signals",
+            "optout_matches", "bias_terms.derived"} <= names
+    # what the stages' audit modules promise beyond their column names (EXPECTATIONS)
+    promised = {(s.name, r["why"]) for s in r.suites for r in s.results}
+    assert {("quality", "one row per document"), ("dedup_exact", "one row per document"),
+            ("dedup_exact", "content_hash is always set"), ("license_signals", "use_class in the documented set"),
+            ("pii_spans", "entity_type is always set"), ("optout_matches", "match_kind is always set"),
+            ("bias_terms", "group_name is always set")} <= promised
     # the GX results are real: metrics were computed, not empty (the duckdb-engine trap)
+    w = Workspace(audit_ws)
     docs = next(s for s in r.suites if s.name == "documents")
     unique = next(x for x in docs.results if x["expectation"] == "expect_column_values_to_be_unique")
-    assert unique["element_count"] == Workspace(full_ws).sql("SELECT count(*) FROM documents").item() > 1000
+    assert unique["element_count"] == w.sql("SELECT count(*) FROM documents").item() > 1000
+    spans = next(s for s in r.suites if s.name == "pii_spans.derived").results[0]
+    assert spans["element_count"] == w.sql("SELECT count(*) FROM pii_spans").item() > 1000
     saved = json.loads((bundle / "validation.json").read_text())
     assert saved["success"] is True and saved["failures"] == []
     assert sum(s["evaluated"] for s in saved["suites"]) >= 60
@@ -41,6 +51,8 @@ def plant_violations(ws) -> None:
                        WHERE doc_id = (SELECT min(doc_id) FROM pii_spans)""")  # span past the end of the text
         con.execute("UPDATE quality SET lang_score = 1.7 WHERE doc_id = ?", [a])
         con.execute("INSERT INTO bias_terms VALUES ('no-such-document', 'age', 'old', 1)")
+        con.execute("""UPDATE license_signals SET use_class = 'freeware'
+                       WHERE doc_id = (SELECT min(doc_id) FROM license_signals)""")  # not a documented class
         con.execute("""UPDATE dedup_fuzzy SET is_keeper = true
                        WHERE cluster_id = (SELECT min(cluster_id) FROM dedup_fuzzy)""")  # two keepers
     run_file = ws / "manifest" / "run.json"
@@ -49,13 +61,15 @@ def plant_violations(ws) -> None:
     run_file.write_text(json.dumps(run))
 
 
-def test_validation_with_planted_violations_fails_naming_each_and_exits_non_zero(full_ws, tmp_path):
+def test_validation_with_planted_violations_fails_naming_each_and_exits_non_zero(audit_ws, tmp_path):
     ws = tmp_path / "ws"
-    shutil.copytree(full_ws, ws)
+    shutil.copytree(audit_ws, ws, symlinks=True)
     plant_violations(ws)
-    bundle = tmp_path / "bundle"
-    res = subprocess.run([*CURATE, "validate", str(ws), "--out", str(bundle)], capture_output=True, text=True)
+    # a relative workspace path: the bundle goes to its default place, WS/audit/validation
+    res = subprocess.run([*CURATE, "validate", "ws"], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 1, res.stdout + res.stderr
+    bundle = ws / "audit" / "validation"
+    assert (bundle / "data_docs" / "index.html").exists()
     saved = json.loads((bundle / "validation.json").read_text())
     assert saved["success"] is False
     failed = {(s["name"], r["why"]) for s in saved["suites"] for r in s["results"] if not r["success"]}
@@ -69,6 +83,7 @@ def test_validation_with_planted_violations_fails_naming_each_and_exits_non_zero
         ("pii_spans.derived", "spans end inside the text"),
         ("quality", "lang_score is in [0, 1]"),
         ("bias_terms.derived", "no signal for an unknown document (doc_id)"),
+        ("license_signals", "use_class in the documented set"),
         ("dedup_fuzzy.keepers", "exactly one keeper per cluster"),
         ("manifest", "one manifest row per document"),
         ("manifest.derived", "the manifest's action is the workspace's decision"),

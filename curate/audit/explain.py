@@ -54,13 +54,11 @@ def explain(ws: Workspace, doc_id: str) -> dict[str, Any]:
                 if table not in present:
                     continue
                 rel = con.sql(f'SELECT * FROM "{table}" WHERE doc_id = ?', params=[doc_id])
-                hide = set(getattr(cls, "explain_exclude", ())) | {"doc_id"}
+                hide = set(cls.explain_exclude) | {"doc_id"}
                 rows = [{k: v for k, v in zip(rel.columns, r, strict=True) if k not in hide} for r in rel.fetchall()]
                 if rows:
                     signals[table] = rows
-            extra = getattr(cls, "explain_extra", None)
-            if extra:
-                signals.update(extra(con, doc_id))
+            signals.update(cls.explain_extra(con, doc_id))
         info["signals"] = signals
         errors = con.execute("SELECT stage, error FROM stage_errors WHERE doc_id = ?", [doc_id]).fetchall()
         if errors:

@@ -1,31 +1,33 @@
-"""Aggregate facts about a workspace, shared by the audit report and the dataset cards.
+"""Aggregate facts about a workspace, shared by the audit report, the dataset cards and validation.
 
 Every function reads a `curate.audit.sandbox` connection and returns plain numbers and labels: counts,
 distributions, categories. Nothing here returns document text or a personal-data value; free-text
-columns of signal tables are summarised by counts only (`SAFE_VALUES` lists the columns whose
-values are categories and may be shown). A function whose table is absent returns None.
+columns of signal tables are summarised by counts only (a stage's `categories`, and the core columns in
+`CATEGORIES`, are the columns whose values may be shown). Nothing here names a stage's table: the signal
+tables are those of the registered stages, and what a stage adds to the report, the cards and validation
+lives in the module its `audit` attribute names (`audit_modules`, `Context`; see `Detector`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from curate.core.db import one
 from curate.util.sql import identifier
 
-# Signal tables named by DESIGN.md and the stage issues; any registered stage's tables are added to these.
-KNOWN_SIGNAL_TABLES = ("dedup_exact", "dedup_fuzzy", "dedup_pairs", "pii_spans", "license_signals",
-                       "optout_matches", "quality", "bias_terms")
-# Columns whose values are categories (never free text or personal data): shown as value counts.
-SAFE_VALUES = {"entity_type", "recognizer", "license", "use_class", "match_kind", "registry_version", "lang",
-               "axis", "group_name", "action", "kind", "event", "verified", "stage", "status", "format",
-               "is_keeper", "method", "label"}
+if TYPE_CHECKING:
+    from curate.core.stage import Detector
+
+# Core columns whose values are categories, in any table; a stage declares its own (`Detector.categories`).
+CATEGORIES = frozenset({"action", "status", "format", "stage"})
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
            "FLOAT", "DOUBLE", "REAL")
 ACTIONS = ("keep", "redact", "drop")
@@ -37,15 +39,44 @@ def present_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
         "AND table_schema = 'main'").fetchall()}
 
 
-def signal_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Signal tables present: the known ones plus those of every registered stage, in a stable order."""
+def stage_tables() -> dict[str, type[Detector]]:
+    """Every registered stage's tables (table -> its stage class), stages by name, tables as declared."""
     from curate.core.stage import load_builtin
 
-    names = list(KNOWN_SIGNAL_TABLES)
-    for cls in load_builtin().values():
-        names += [t for t in cls.tables if t not in names]
+    return {t: cls for _, cls in sorted(load_builtin().items()) for t in cls.tables}
+
+
+def signal_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The registered stages' tables that are present, in a stable order (`stage_tables`)."""
     present = present_tables(con)
-    return [t for t in names if t in present]
+    return [t for t in stage_tables() if t in present]
+
+
+def audit_modules() -> list[ModuleType]:
+    """The modules the registered stages name in `audit` (by stage name; a module named twice, once)."""
+    from curate.core.stage import load_builtin
+
+    names = dict.fromkeys(cls.audit for _, cls in sorted(load_builtin().items()) if cls.audit)
+    return [importlib.import_module(n) for n in names]
+
+
+def expectations() -> dict[str, dict[str, Any]]:
+    """Table -> what the stages' audit modules promise of it beyond its column names (`EXPECTATIONS`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in audit_modules():
+        out.update(getattr(m, "EXPECTATIONS", {}))
+    return out
+
+
+@dataclass
+class Context:
+    """What a stage's audit module is handed, with the sandbox connection, by the report and the cards."""
+
+    ws: Path  # the workspace directory
+    run: dict[str, Any]  # run.json of the newest manifest ({} when none was written)
+    rules: dict[str, RuleInfo]  # the rules behind the current decisions
+    present: set[str]  # tables present in the workspace
+    totals: dict[str, Any]  # `totals`: input rows, documents, by action
 
 
 def columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
@@ -82,16 +113,6 @@ def latest_manifest(ws_path: str | os.PathLike[str], manifest: str | os.PathLike
         return None
     *_, d, run = max(found)
     return d, run
-
-
-def registry_info(run: dict[str, Any]) -> dict[str, Any]:
-    """Whatever run.json says about the opt-out registry (a top-level key or a stage asset)."""
-    out = {k: v for k, v in run.items() if "registry" in k.lower() or "optout" in k.lower()}
-    for s in run.get("stages", []):
-        for a in s.get("assets", []) or []:
-            if "registry" in str(a.get("kind", "")).lower():
-                out.setdefault("assets", []).append(a)
-    return out
 
 
 # -- decisions -------------------------------------------------------------------------------------
@@ -174,18 +195,6 @@ def domain_count(con: duckdb.DuckDBPyConnection) -> int:
     return one(con.execute("SELECT count(DISTINCT domain) FROM documents"))[0]
 
 
-def languages(con: duckdb.DuckDBPyConnection, n: int = 20) -> list[dict[str, Any]] | None:
-    if "lang" not in columns(con, "quality"):
-        return None
-    return records(con, """
-        SELECT coalesce(q.lang, '(unknown)') AS lang, count(*) AS documents,
-               count(*) FILTER (c.action = 'keep') AS keep, count(*) FILTER (c.action = 'redact') AS redact,
-               count(*) FILTER (c.action = 'drop') AS drop
-        FROM documents d LEFT JOIN (SELECT doc_id, any_value(lang) AS lang FROM quality GROUP BY 1) q USING (doc_id)
-        LEFT JOIN decisions c USING (doc_id)
-        GROUP BY 1 ORDER BY documents DESC, lang LIMIT ?""", [n])
-
-
 # -- distributions and thresholds ------------------------------------------------------------------
 @dataclass
 class Distribution:
@@ -254,8 +263,8 @@ def match_column(signal: str, cols: list[str]) -> str | None:
 
 
 def metric_distributions(con: duckdb.DuckDBPyConnection, rules: dict[str, RuleInfo],
-                         table: str = "quality") -> list[Distribution]:
-    """A histogram per numeric column of the quality table, with the rule thresholds that apply to it."""
+                         table: str) -> list[Distribution]:
+    """A histogram per numeric column of `table`, with the rule thresholds that apply to it."""
     cols = [c for c, t in columns(con, table).items() if is_numeric(t) and c != "doc_id"]
     dists = {c: distribution(con, table, c) for c in cols}
     for signal, op, value, rid in thresholds(rules):
@@ -265,56 +274,7 @@ def metric_distributions(con: duckdb.DuckDBPyConnection, rules: dict[str, RuleIn
     return list(dists.values())
 
 
-# -- per-topic facts ----------------------------------------------------------------------------------
-def pii_by_type(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return records(con, """
-        SELECT coalesce(p.entity_type, '(none)') AS entity_type, count(*) AS spans,
-               count(DISTINCT p.doc_id) AS documents,
-               count(DISTINCT p.doc_id) FILTER (c.action = 'redact') AS in_redacted,
-               count(DISTINCT p.doc_id) FILTER (c.action = 'drop') AS in_dropped,
-               count(DISTINCT p.doc_id) FILTER (c.action = 'keep') AS in_kept_unredacted
-        FROM pii_spans p LEFT JOIN decisions c USING (doc_id) GROUP BY 1 ORDER BY spans DESC, 1""")
-
-
-def licence_classes(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Documents per licence use class (a document with several classes counts in each), and all others."""
-    return records(con, """
-        WITH u AS (SELECT DISTINCT doc_id, coalesce(use_class, 'unknown') AS use_class FROM license_signals)
-        SELECT coalesce(u.use_class, '(no licence signal)') AS use_class, count(*) AS documents,
-               sum(strlen(d.text)) AS bytes,
-               count(*) FILTER (c.action = 'keep') AS keep, count(*) FILTER (c.action = 'redact') AS redact,
-               count(*) FILTER (c.action = 'drop') AS drop
-        FROM documents d LEFT JOIN u USING (doc_id) LEFT JOIN decisions c USING (doc_id)
-        GROUP BY 1 ORDER BY documents DESC, 1""")
-
-
-def top_licences(con: duckdb.DuckDBPyConnection, n: int = 15) -> list[dict[str, Any]]:
-    return records(con, """
-        SELECT coalesce(license, '(unknown)') AS license, coalesce(any_value(use_class), 'unknown') AS use_class,
-               count(DISTINCT doc_id) AS documents
-        FROM license_signals GROUP BY 1 ORDER BY documents DESC, 1 LIMIT ?""", [n])
-
-
-def optout(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Registry matches by kind and version, then machine-readable reservations (the opt-out stage keeps
-    those per document in `optout_signals`); `source` tells them apart."""
-    rows = records(con, """
-        SELECT 'registry' AS source, coalesce(o.match_kind, '?') AS match_kind,
-               coalesce(CAST(o.registry_version AS VARCHAR), '?') AS registry_version,
-               count(DISTINCT o.entry_id) AS entries, count(DISTINCT o.doc_id) AS matched,
-               count(DISTINCT o.doc_id) FILTER (c.action = 'drop') AS removed
-        FROM optout_matches o LEFT JOIN decisions c USING (doc_id)
-        GROUP BY ALL ORDER BY registry_version, matched DESC, match_kind""")
-    if "optout_signals" in present_tables(con):
-        rows += records(con, """
-            SELECT 'reservation' AS source, r AS match_kind, '-' AS registry_version, NULL AS entries,
-                   count(DISTINCT doc_id) AS matched, count(DISTINCT doc_id) FILTER (c.action = 'drop') AS removed
-            FROM (SELECT doc_id, unnest(optout_reservations) AS r FROM optout_signals) LEFT JOIN decisions c
-              USING (doc_id)
-            GROUP BY ALL ORDER BY matched DESC, match_kind""")
-    return rows
-
-
+# -- clusters ---------------------------------------------------------------------------------------
 SIZE_BUCKETS = ((2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
 
@@ -330,24 +290,11 @@ def cluster_sizes(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]:
             "largest": max((s for s, _ in rows), default=0), "buckets": buckets}
 
 
-# -- bias ------------------------------------------------------------------------------------------------
-def bias_report(ws_path: str | os.PathLike[str]) -> tuple[Any, str | None]:
-    """The bias stage's report (`curate.stages.bias.stage.report`): (report or None, why it is missing)."""
-    try:
-        from curate.stages.bias.stage import report
-    except ImportError as e:
-        return None, f"the bias module is unavailable ({e})"
-    from curate.core.workspace import Workspace
-
-    try:
-        return report(Workspace(ws_path)), None
-    except Exception as e:  # noqa: BLE001 - the report shows what exists and names what failed
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
 # -- any table ----------------------------------------------------------------------------------------
-def table_summary(con: duckdb.DuckDBPyConnection, table: str, hide: set[str] = frozenset()) -> dict[str, Any]:
-    """Rows, documents, and per column: numeric range, true counts, or (for category columns) top values."""
+def table_summary(con: duckdb.DuckDBPyConnection, table: str, hide: set[str] = frozenset(),
+                  categories: set[str] = frozenset()) -> dict[str, Any]:
+    """Rows, documents, and per column: numeric range, true counts, or (for category columns: `categories`
+    and the core `CATEGORIES`) top values."""
     cols = columns(con, table)
     rows = one(con.execute(f"SELECT count(*) FROM {q(table)}"))[0]
     docs = one(con.execute(f"SELECT count(DISTINCT doc_id) FROM {q(table)}"))[0] if "doc_id" in cols else None
@@ -366,7 +313,7 @@ def table_summary(con: duckdb.DuckDBPyConnection, table: str, hide: set[str] = f
         elif t.upper() == "BOOLEAN":
             k = one(con.execute(f"SELECT count(*) FILTER ({q(c)}) FROM {q(table)}"))[0]
             info["summary"] = f"{k:,} true"
-        elif c in SAFE_VALUES and t.upper() in ("VARCHAR", "INTEGER", "BIGINT"):
+        elif c in (categories | CATEGORIES) and t.upper() in ("VARCHAR", "INTEGER", "BIGINT"):
             top = con.execute(f"SELECT {q(c)}, count(*) FROM {q(table)} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8"
                               ).fetchall()
             info["summary"] = ", ".join(f"{v} ({k:,})" for v, k in top)

@@ -27,14 +27,12 @@ from typing import Any
 from duckdb_engine import Dialect as _DuckDBDialect
 
 from curate.audit import facts as F
-from curate.core.manifest import MANIFEST, ROOT_HASH_SQL, ROW_HASH_SQL
+from curate.core.manifest import MANIFEST, ROOT_HASH_SQL, ROW_HASH_SQL, ROW_HASH_SQL_V3
 from curate.core.workspace import DB_NAME, Workspace
 from curate.util.sql import literal
 
 log = logging.getLogger("curate")
 ACTIONS = ["keep", "redact", "drop"]
-USE_CLASSES = ["permissive", "copyleft", "noncommercial", "no-derivatives", "all-rights-reserved", "public-domain",
-               "unknown"]
 
 
 class ReadOnlyDuckDB(_DuckDBDialect):
@@ -158,22 +156,19 @@ def suites(con, run: dict[str, Any] | None, rules: dict[str, F.RuleInfo]) -> lis
             _c("ExpectColumnValuesToBeInSet", "every fired rule is in the rules file in force", column="rule_id",
                value_set=sorted(rules))],
             query="SELECT DISTINCT unnest(rule_ids) AS rule_id FROM decisions"))
+    expect = F.expectations()
     for table in F.signal_tables(con):
-        out += signal_suites(con, table)
+        out += signal_suites(con, table, expect.get(table, {}))
     if run is not None:
         out += manifest_suites(con, run)
     return out
 
 
-ONE_ROW_PER_DOC = {"dedup_exact", "dedup_fuzzy", "quality"}
-CATEGORIES = {("license_signals", "use_class"): USE_CLASSES}
-REQUIRED = {"pii_spans": ["entity_type", "start", "end"], "license_signals": ["use_class", "evidence"],
-            "optout_matches": ["entry_id", "match_kind"], "bias_terms": ["axis", "group_name"],
-            "dedup_exact": ["content_hash"]}
-
-
-def signal_suites(con, table: str) -> list[Suite]:
-    """Generic checks from a signal table's columns (ids, offsets, scores, counts, hashes, clusters)."""
+def signal_suites(con, table: str, expect: dict[str, Any] | None = None) -> list[Suite]:
+    """Generic checks from a signal table's columns (ids, offsets, scores, counts, hashes, clusters), and what
+    its stage's audit module promises of it (`expect`: one_row_per_doc, required, value_sets; see `Detector`)."""
+    expect = expect or {}
+    value_sets = expect.get("value_sets", {})
     cols = F.columns(con, table)
     t = F.q(table)
     checks, derived, derived_sql = [], [], []
@@ -182,16 +177,16 @@ def signal_suites(con, table: str) -> list[Suite]:
         checks.append(_c("ExpectColumnValuesToNotBeNull", f"every row names its document ({c})", column=c))
         derived_sql.append(f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = s.{F.q(c)}) AS {c}_known")
         derived.append(_true(f"{c}_known", f"no signal for an unknown document ({c})"))
-    if table in ONE_ROW_PER_DOC and "doc_id" in cols:
+    if expect.get("one_row_per_doc") and "doc_id" in cols:
         checks.append(_c("ExpectColumnValuesToBeUnique", "one row per document", column="doc_id"))
-    for c in REQUIRED.get(table, []):
+    for c in expect.get("required", ()):
         if c in cols:
             checks.append(_c("ExpectColumnValuesToNotBeNull", f"{c} is always set", column=c))
     for c, typ in cols.items():
         low = c.lower()
-        if (table, c) in CATEGORIES:
+        if c in value_sets:
             checks.append(_c("ExpectColumnValuesToBeInSet", f"{c} in the documented set", column=c,
-                             value_set=CATEGORIES[(table, c)]))
+                             value_set=list(value_sets[c])))
         if not F.is_numeric(typ):
             if low.endswith("hash") and typ.upper() == "VARCHAR":
                 derived_sql.append(_hex(f"s.{F.q(c)}", f"{c}_is_hex"))
@@ -234,6 +229,7 @@ def manifest_suites(con, run: dict[str, Any]) -> list[Suite]:
         return int(v or 0)  # numbers from run.json are spliced as integers only
 
     literal_root = "'" + root + "'" if re.fullmatch(r"[0-9a-f]{64}", root) else "NULL"
+    row_hash = ROW_HASH_SQL if n(run.get("schema_version")) >= 4 else ROW_HASH_SQL_V3  # as `curate verify`
     counts_sql = f"""SELECT {n(c.get('input_rows'))} AS input_rows,
         {n(c.get('documents'))} + {n(c.get('quarantined_rows'))} AS placed,
         (SELECT count(*) FROM manifest) AS manifest_rows, {n(c.get('documents'))} AS run_documents,
@@ -260,7 +256,7 @@ def manifest_suites(con, run: dict[str, Any]) -> list[Suite]:
             _true("output_ok", "an output hash exactly when the document is exported"),
             _true("decision_ok", "the manifest's action is the workspace's decision"),
         ], query=f"""SELECT {_hex("input_sha256")}, {_hex("output_sha256")}, {_hex("row_hash")},
-                            row_hash = {ROW_HASH_SQL} AS row_hash_ok,
+                            row_hash = {row_hash} AS row_hash_ok,
                             (action = 'drop') = (output_sha256 IS NULL) AS output_ok,
                             coalesce((SELECT bool_and(c.action = m.action) FROM decisions c
                                       WHERE c.doc_id = m.doc_id), false) AS decision_ok
@@ -325,7 +321,7 @@ def validate(ws: Workspace | str | os.PathLike[str], out: str | os.PathLike[str]
     from curate.audit.sandbox import sandbox
 
     w = ws if isinstance(ws, Workspace) else Workspace(ws)
-    bundle = Path(out) if out else w.path / "audit" / "validation"
+    bundle = (Path(out) if out else w.path / "audit" / "validation").resolve()  # GX wants an absolute path
     found = F.latest_manifest(w.path, manifest)
     mdir, run = (found if found else (None, None))
     with sandbox(w) as con:

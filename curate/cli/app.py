@@ -50,7 +50,8 @@ def _version(value: bool) -> None:
 
 
 WS = Annotated[Path, typer.Argument(help="Workspace directory.")]
-Rules = Annotated[Path | None, typer.Option("--rules", help="Rules file (default: rules/default.toml).")]
+Rules = Annotated[Path | None, typer.Option(
+    "--rules", help="Rules file: ./FILE, else FILE in the rules directory (default: its default.toml).")]
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:

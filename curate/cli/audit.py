@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from curate.cli.app import WS, Format, app, emit, friendly, out, table
+from curate.core.errors import UserError
 from curate.core.workspace import Workspace
 
 
@@ -131,14 +133,28 @@ def bias(
     all_rows: Annotated[bool, typer.Option("--all", help="Print every rule x group comparison, not only flagged.")]
     = False,
     confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="text (default), json (the whole report), or csv / plain: one of its tables (--table).")]
+    = None,
+    which: Annotated[str, typer.Option(
+        "--table", help="With --format csv|plain: representation, removal or cooccurrence.")] = "removal",
 ) -> None:
     """Representation per group before/after the policy, removal rate per rule and group, toxicity co-occurrence."""
     import polars as pl
 
     r = Workspace(ws).bias(confidence=confidence)
-    if as_json:
-        out.print_json(json.dumps(r.to_dict()))
+    if as_json or fmt == "json":
+        sys.stdout.write(json.dumps(r.to_dict(), default=str) + "\n")
         return
+    if fmt in ("csv", "plain"):
+        frames = {"representation": r.representation, "removal": r.removal, "cooccurrence": r.cooccurrence}
+        if which not in frames:
+            raise UserError(f"--table must be one of {', '.join(frames)}, not {which!r}")
+        df = frames[which]
+        emit(which, df.columns, [list(x) for x in df.iter_rows()], fmt)
+        return
+    if fmt not in (None, "text", "table"):
+        raise UserError(f"--format must be text, json, csv or plain, not {fmt!r}")
     s = r.sample
     out.print(f"{s['documents_in_report']} documents, {s['tokens_before']} tokens before the policy; "
               f"{s['documents_after']} documents, {s['tokens_after']} tokens after (kept or redacted). "

@@ -24,7 +24,7 @@ def quality_train(
                         ] = None,
 ) -> None:
     """Train a small fastText classifier (settings: the rules file's quality_model table), stored by its hash."""
-    from curate.stages.quality.stage import train
+    from curate.stages.quality import train
 
     r = train(ws, positive, negative, rules=rules, out=out_file)
     acc = "n/a" if r.holdout_accuracy is None else f"{r.holdout_accuracy:.3f}"
@@ -43,7 +43,7 @@ def quality_score(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write doc_id, score (.parquet).")] = None,
 ) -> None:
     """Score every document with a fastText classifier without changing the workspace."""
-    from curate.stages.quality.stage import score
+    from curate.stages.quality import score
 
     s = score(ws, model, label=label, out=out_file)
     q = ", ".join(f"{k} {v:.3f}" for k, v in s.quantiles.items())

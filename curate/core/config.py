@@ -61,6 +61,9 @@ def variables() -> list[EnvVar]:
                "`--workers N` wins.", valid=lambda v: v.isdigit()),
         EnvVar("CURATE_LOG", "text",
                "Event format on stderr: text or json. `--log-format` wins.", valid=lambda v: v in ("text", "json")),
+        EnvVar("CURATE_LOCK_WAIT", "60",
+               "seconds a reader waits for a workspace that a command is writing (the writer lets it in at its "
+               "next commit)"),
         EnvVar("CURATE_PROGRESS_SECONDS", "10",
                "Seconds between progress events when stderr is not a terminal (or logs are JSON)."),
         EnvVar("OPENBLAS_NUM_THREADS", "1 (in worker processes)",

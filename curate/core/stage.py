@@ -3,7 +3,7 @@
 A detector names the tables it writes, turns a batch of documents (Arrow) into rows with `__call__`,
 and may finish with set work in SQL (`finalize`). It never deletes or decides anything; the policy
 does. It also declares what the audit surface may show of it (`explain_exclude`, `categories`,
-`explain_extra`, `report_section`), so explain, facts, report and card never name a stage's tables.
+`explain_extra`, `audit`), so explain, facts, report, card and validate never name a stage's tables.
 Running stages over shards is `runner.py`'s job, on an executor (`executors/`); the sequence
 stages -> policy -> manifest is `pipeline.py`'s.
 """
@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import sys
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -43,7 +44,23 @@ class StageConfig:
 
 
 class Detector:
-    """Base class of a stage. Subclasses set the class attributes and override what they need."""
+    """Base class of a stage. Subclasses set the class attributes and override what they need.
+
+    The audit surface reads a stage through the registry: explain shows its tables' rows but the columns in
+    `explain_exclude`, plus `explain_extra`; the report's and validation's table summaries show the values of
+    its `categories` columns only. `audit` names a module (e.g. "curate.stages.pii.audit") with what the stage
+    adds to the report, the cards and validation; each name is optional, and `curate.audit.facts.Context`
+    (workspace path, run.json, rules in force, tables present, totals) comes with a read-only connection:
+
+    - `report_sections(con, ctx) -> list[curate.audit.report.Section]`: its report sections; `Section.order`
+      places each among the others (overview 0, waterfall 10, domains 30, signal tables 90, provenance 100);
+      a section whose table is absent is returned as `curate.audit.report.absent(...)` (shown as skipped).
+    - `report_provenance(con, ctx) -> list[tuple[str, str]]`: rows (label, HTML) of the report's provenance.
+    - `card_facts(con, ctx) -> dict`: what the cards say of it, by topic (`curate.audit.card.TOPICS`); list
+      values from several stages are joined, and a topic no stage fills is "not measured".
+    - `EXPECTATIONS = {table: {"one_row_per_doc": bool, "required": (column, ...), "value_sets": {column:
+      [value, ...]}}}`: what `curate validate` checks beyond what the column names imply.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"  # bump when the rows it writes would change: forces a recompute
@@ -65,12 +82,13 @@ class Detector:
     # -- what the audit surface may show (explain, facts, report, card) ---------------------------
     explain_exclude: ClassVar[tuple[str, ...]] = ()  # columns never shown (signatures, values, text)
     categories: ClassVar[tuple[str, ...]] = ()  # columns whose values are categories: shown as value counts
+    audit: ClassVar[str | None] = None  # module of its report sections, card facts and expectations (above)
 
     def __init__(self, config: dict[str, Any] | None = None, source: str = "rules file"):
         self.config = dict(config or {})
         self.settings = parse_config(self.Config, self.config, f"{source}: [stages.{self.name}]")
         for module, install in sorted(self.requires.items()):
-            if importlib.util.find_spec(module) is None:
+            if not installed(module):
                 raise MissingDependency(
                     f"stage {self.name} needs {install} (`pip install {install}`), or set "
                     f"[stages.{self.name}] enabled = false in the rules file")
@@ -208,23 +226,51 @@ def detectors(rules: dict[str, Any], names: Sequence[str] | None = None, source:
 
 
 # -- typed settings ----------------------------------------------------------------------------------
-def parse_config(cls: type[StageConfig], raw: dict[str, Any], where: str) -> StageConfig:
-    """`raw` (a TOML table) as an instance of the dataclass `cls`: unknown keys and wrong types are refused."""
+def installed(module: str) -> bool:
+    """Whether `module` (an import name, dotted or not) can be imported, without importing it. A module whose
+    parent package is missing, or that curate hides (util/hidden.py), counts as not installed."""
+    if sys.modules.get(module) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package; a module without a spec
+        return False
+
+
+def parse_config(cls: type[StageConfig], raw: Any, where: str) -> StageConfig:
+    """`raw` (a TOML table) as an instance of the dataclass `cls`. `where` names the rules file and the section
+    ("rules.toml: [stages.x]"): a key that is not a field (listing the known ones) or a value of the wrong type
+    is a ConfigError naming both. A list for a tuple field becomes a tuple, an integer for a float a float."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table of settings, not {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    if cls is StageConfig:  # a stage that declares no settings of its own takes any (checked by the stage)
-        fields |= set(raw)
-    unknown = sorted(set(raw) - fields)
+    known = set(fields)
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(fields)) or 'none'}")
+        raise ConfigError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(fields))}")
     values = {}
     for key, value in raw.items():
         hint = hints.get(key, Any)
         if not _fits(value, hint):
             raise ConfigError(f"{where}: {key} = {value!r} is not {_describe(hint)}")
-        values[key] = tuple(value) if _origin(hint) is tuple and isinstance(value, list) else value
-    return cls(**{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(cls)}})
+        if key in fields:
+            values[key] = _convert(value, hint)
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """A TOML value that fits `hint` in the type the field declares: list -> tuple, int -> float."""
+    if _origin(hint) in (types.UnionType, typing.Union):
+        fitting = [h for h in typing.get_args(hint) if _fits(value, h)]
+        return _convert(value, fitting[0]) if fitting else value
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if _origin(hint) is tuple and isinstance(value, list | tuple):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return tuple(_convert(v, args[0]) for v in value) if args else tuple(value)
+    return value
 
 
 def _origin(hint: Any) -> Any:

@@ -16,8 +16,8 @@ boundary (a Unicode `\\b` is ~30x slower) and "ümanü" still does not contain t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from curate.core.db import one
 from curate.core.errors import ConfigError, UserError
-from curate.core.stage import Detector, register
+from curate.core.stage import Detector, StageConfig, register
 from curate.util.assets import file_asset, rules_dir
 from curate.util.sql import literal
 
@@ -91,7 +91,8 @@ class Lexicon:
         return sum(len(t) for t in self.groups.values())
 
     def asset(self) -> dict[str, str]:
-        return file_asset("lexicon", self.path, f"{self.axis} {self.version}")
+        # the hash of the bytes this lexicon was loaded from (the file may have changed since)
+        return {**file_asset("lexicon", self.path, f"{self.axis} {self.version}"), "sha256": self.sha256}
 
 
 def load_lexicon(path: str | Path) -> Lexicon:
@@ -194,6 +195,8 @@ class BiasTerms(Detector):
     """Counts lexicon terms per document and group; words per document for 'per million tokens'."""
 
     name = "bias"
+    categories = ("axis", "group_name")
+    audit = "curate.stages.bias.audit"
     throughput = 20e6  # chars/s on one core, measured on data/samples
     version = "1"
     tables = {
@@ -211,8 +214,16 @@ class BiasTerms(Detector):
     output = "bias_terms"
     columns = ("doc_id", "text")
 
+    @dataclasses.dataclass(frozen=True)
+    class Config(StageConfig):
+        """`[stages.bias]`."""
+
+        lexicons: str = "lexicons"  # directory of lexicon files (*.toml), relative to rules/ unless absolute
+
+    settings: Config
+
     def lexicon_dir(self) -> Path:
-        d = Path(self.config.get("lexicons", "lexicons"))
+        d = Path(self.settings.lexicons)
         return d if d.is_absolute() else rules_dir() / d
 
     def lexicons(self) -> list[Lexicon]:
@@ -220,13 +231,8 @@ class BiasTerms(Detector):
             self._lexicons = load_lexicons(self.lexicon_dir())
         return self._lexicons
 
-    def fingerprint(self) -> str:
-        # Editing a lexicon must recompute the stage, as a version or config change does.
-        blob = json.dumps({"version": self.version, "config": self.config,
-                           "lexicons": [lx.sha256 for lx in self.lexicons()]}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     def assets(self) -> list[dict[str, str]]:
+        # Every lexicon file: editing, adding or removing one recomputes the stage (the fingerprint hashes them).
         return [lx.asset() for lx in self.lexicons()]
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow as pa
 
-from curate.core.stage import Detector, register
+from curate.core.stage import Detector, StageConfig, register
 from curate.util.text import content_hash
 
 
 @register
 class ExactDedup(Detector):
     name = "dedup_exact"
+    audit = "curate.stages.dedup_exact.audit"
     throughput = 30e6  # chars/s on one core, measured on data/samples
     version = "1"
     tables = {
@@ -22,6 +25,11 @@ class ExactDedup(Detector):
         )""",
     }
     output = "dedup_exact"
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(StageConfig):
+        """No settings of its own (only `enabled`): the normalisation is curate.util.text.content_hash's."""
+
     signals = """SELECT doc_id, NOT is_keeper AS dup_exact,
                         count(*) OVER (PARTITION BY cluster_id) AS exact_copies
                  FROM dedup_exact"""

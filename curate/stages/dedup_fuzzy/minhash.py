@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from curate.core.errors import ConfigError
+from curate.util.rolling import prefix_sums, span_hashes, string_hash
 from curate.util.text import normalize
 
 WORD = re.compile(r"\w+")
 M64 = (1 << 64) - 1
 MAX32 = np.uint32(0xFFFFFFFF)
-_P = 0x9E3779B97F4A7C15  # odd multiplier of the per-word polynomial hash
-POWERS_KEPT = 1 << 23  # longest table of powers kept between batches (2 x 64 MB)
+_P = 0x9E3779B97F4A7C15  # odd multiplier of the per-word polynomial hash (curate.util.rolling)
 CHUNK_CHARS = 1 << 22  # characters of text hashed at once
 BLOCK = 1 << 17  # shingles per block of the permutation loop (512 KB of uint32: stays in cache)
 
@@ -51,10 +51,19 @@ class Shingling:
             raise ConfigError(f"shingle size must be a positive integer, not {self.n!r}")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> Shingling:
-        """From a `[stages.dedup_fuzzy]` table: `shingle = "word" | "char"`, `ngram = 5`."""
-        config = config or {}
-        return cls(str(config.get("shingle", "word")), int(config.get("ngram", 5)))
+    def from_config(cls, config: Any) -> Shingling:
+        """From `[stages.dedup_fuzzy]` (the stage's typed settings, or the table as a dict):
+        `shingle = "word" | "char"`, `ngram = 5`."""
+        return cls(str(_setting(config, "shingle", "word")), int(_setting(config, "ngram", 5)))
+
+
+def _setting(config: Any, key: str, default: Any) -> Any:
+    """`key` of `[stages.dedup_fuzzy]` given as a dict (absent: `default`) or as the stage's typed settings
+    (None: not given)."""
+    if config is None:
+        return default
+    value = config.get(key, default) if isinstance(config, dict) else getattr(config, key, default)
+    return default if value is None else value
 
 
 # -- the scalar definition (readable, used by tests, benchmarks and exact Jaccard) -----------------
@@ -103,10 +112,7 @@ def _combiners(n: int) -> tuple[int, ...]:
 
 def _word_hash(word: str) -> int:
     """fmix64 of sum(ord(word[i]) * _P**i) mod 2**64."""
-    h = 0
-    for ch in reversed(word):
-        h = (h * _P + ord(ch)) & M64
-    return _fmix64(h)
+    return _fmix64(string_hash(word, _P))
 
 
 def shingle_hash(shingle: str | bytes, kind: str = "word") -> int:
@@ -155,22 +161,6 @@ def _word_chars() -> np.ndarray:
 
 
 _LOWER_ASCII = np.array([ord(chr(c).lower()) for c in range(128)] + [0] * 128, np.uint8)
-_POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]
-
-
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(_P**k, _P**-k) mod 2**64 for k < n at least, by doubling; kept for batches of ordinary size."""
-    tables = _POWERS
-    while len(tables[0]) < n:
-        grown = []
-        for p, base in zip(tables, (_P, pow(_P, -1, 1 << 64)), strict=True):
-            if len(p) == 1:
-                p = np.array([1, base], np.uint64)
-            grown.append(np.concatenate([p, p * np.uint64((int(p[-1]) * base) & M64)]))
-        tables = grown
-    if len(tables[0]) <= POWERS_KEPT:
-        _POWERS[:] = tables
-    return tables[0], tables[1]
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -189,10 +179,7 @@ def _word_hashes(cps: np.ndarray, starts: np.ndarray, word: np.ndarray) -> tuple
     counts = np.diff(np.searchsorted(tok_start, starts), append=len(tok_start)).astype(np.int64)
     if not len(tok_start):
         return np.zeros(0, np.uint64), counts
-    pw, inv = _powers(len(cps) + 1)
-    prefix = np.zeros(len(cps) + 1, np.uint64)
-    np.cumsum(cps * pw[:len(cps)], out=prefix[1:])
-    return _fmix64_np((prefix[tok_end] - prefix[tok_start]) * inv[tok_start]), counts
+    return _fmix64_np(span_hashes(prefix_sums(cps, _P), tok_start, tok_end, _P)), counts
 
 
 def _token_hashes(texts: Sequence[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -361,21 +348,26 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return h.view(np.int64)
 
 
-def bands_for(config: dict[str, Any]) -> tuple[int, int]:
-    """(bands, rows) from a `[stages.dedup_fuzzy]` table: given, or derived for its recall."""
-    num_perm = int(config.get("num_perm", 128))
-    if "bands" in config or "rows" in config:
-        bands, rows = int(config["bands"]), int(config["rows"])
+def bands_for(config: Any) -> tuple[int, int]:
+    """(bands, rows) from `[stages.dedup_fuzzy]` (typed settings or a dict): given, or derived for its recall."""
+    num_perm = int(_setting(config, "num_perm", 128))
+    bands, rows = _setting(config, "bands", None), _setting(config, "rows", None)
+    if bands is not None or rows is not None:
+        if bands is None or rows is None:
+            raise ConfigError("bands and rows go together: give both, or neither (derived from threshold and recall)")
+        bands, rows = int(bands), int(rows)
+        if bands < 1 or rows < 1:
+            raise ConfigError(f"bands ({bands}) and rows ({rows}) must be positive")
         if bands * rows > num_perm:
             raise ConfigError(f"bands ({bands}) x rows ({rows}) exceeds num_perm ({num_perm})")
         return bands, rows
-    return lsh_params(float(config.get("threshold", 0.8)), num_perm, float(config.get("recall", 0.99)))
+    return lsh_params(float(_setting(config, "threshold", 0.8)), num_perm, float(_setting(config, "recall", 0.99)))
 
 
-def describe(config: dict[str, Any]) -> str:
+def describe(config: Any) -> str:
     """One line on the LSH set-up, e.g. for the README and run reports."""
     bands, rows = bands_for(config)
-    t = float(config.get("threshold", 0.8))
+    t = float(_setting(config, "threshold", 0.8))
     return (f"{bands} bands x {rows} rows: P(candidate) = {catch_probability(t, bands, rows):.4f} at "
             f"Jaccard {t}, {catch_probability(t / 2 + 0.1, bands, rows):.3f} at {t / 2 + 0.1:.2f}")
 

