@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import CURATE, TEXTS, doc, run_until, write_jsonl
 
 READER = textwrap.dedent("""
@@ -29,6 +30,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_reader_queries_while_a_run_writes(ws, tmp_path):
     d = tmp_path / "shards"
     d.mkdir()

@@ -194,6 +194,7 @@ def test_results_do_not_depend_on_runs_or_worker_count(sample_ws, tmp_path):
         assert a.height > 20 and a.equals(b)
 
 
+@pytest.mark.slow
 def test_empty_one_word_and_five_megabyte_documents(ws, tmp_path, real_texts):
     big = " ".join(t for t in real_texts * 40)[:5_000_000]
     docs = {"empty": "", "blank": "  \n\t", "also-empty": "...", "word": "Debian", "word-again": "debian!",

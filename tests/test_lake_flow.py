@@ -43,6 +43,7 @@ def root_of(ws: Workspace) -> str:
     return json.loads((ws.path / "manifest" / "run.json").read_text())["manifest"]["root_hash"]
 
 
+@pytest.mark.slow
 def test_demo_flow_from_and_to_s3_gives_the_local_root(lake_env, tmp_path):
     s3 = lake_env
     prefix = upload(s3, SAMPLES, f"samples-{uuid.uuid4().hex[:8]}")
@@ -111,6 +112,7 @@ def test_shard_deleted_between_listing_and_reading_is_missing(lake_env, tmp_path
     assert ws.sql("SELECT count(*) FROM documents").item() == 20
 
 
+@pytest.mark.slow
 def test_store_down_is_one_line_exit_2_and_a_restart_finishes_the_job(lake_env, tmp_path):
     s3 = lake_env
     d = tmp_path / "src"

@@ -244,6 +244,7 @@ def pii_ws(tmp_path_factory, no_network) -> Workspace:
     return ws
 
 
+@pytest.mark.slow
 def test_spans_are_stored_without_values(pii_ws):
     cols = pii_ws.sql("DESCRIBE pii_spans")["column_name"].to_list()
     assert cols == ["doc_id", "entity_type", "start", "end", "score", "recognizer"]

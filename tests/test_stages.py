@@ -72,6 +72,7 @@ def test_a_failing_document_is_recorded_and_the_batch_goes_on(ws, tmp_path, boom
     assert ws.sql("SELECT doc_id, error FROM stage_errors").row(0) == ("doc-2", "RuntimeError: detector exploded")
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_worker_count(tmp_path):
     from curate import Workspace
 
@@ -98,6 +99,7 @@ def test_redaction_merges_overlaps_and_leaves_no_value_behind():
 NAMES = ["Maria Garcia", "John Smith", "Wei Zhang", "Olga Ivanova", "Ahmed Hassan"]
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_process_and_resumes_without_duplicates(ws, tmp_path):
     """kill -9 of `curate run` mid-stage: no worker or fork server outlives it, the shards committed before the
     kill stay, the others are absent, and the rerun finishes the job without duplicating anything."""

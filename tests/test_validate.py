@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 
+import pytest
 from conftest import CURATE
 
 from curate import Workspace
@@ -61,6 +62,7 @@ def plant_violations(ws) -> None:
     run_file.write_text(json.dumps(run))
 
 
+@pytest.mark.slow
 def test_validation_with_planted_violations_fails_naming_each_and_exits_non_zero(audit_ws, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(audit_ws, ws, symlinks=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from curate.core.db import one
+from curate.core.policy import DECISIONS
 from curate.util.sql import identifier
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 CATEGORIES = frozenset({"action", "status", "format", "stage"})
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
            "FLOAT", "DOUBLE", "REAL")
-ACTIONS = ("keep", "redact", "drop")
+ACTIONS = DECISIONS  # the order of every by-action table and chart
 
 
 def present_tables(con: duckdb.DuckDBPyConnection) -> set[str]:

@@ -28,11 +28,12 @@ from duckdb_engine import Dialect as _DuckDBDialect
 
 from curate.audit import facts as F
 from curate.core.manifest import MANIFEST, ROOT_HASH_SQL, ROW_HASH_SQL, ROW_HASH_SQL_V3
+from curate.core.policy import DECISIONS
 from curate.core.workspace import DB_NAME, Workspace
 from curate.util.sql import literal
 
 log = logging.getLogger("curate")
-ACTIONS = ["keep", "redact", "drop"]
+ACTIONS = list(DECISIONS)
 
 
 class ReadOnlyDuckDB(_DuckDBDialect):

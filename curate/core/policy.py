@@ -31,7 +31,8 @@ from curate.util.sql import literal
 if TYPE_CHECKING:
     pass
 
-ACTIONS = ("drop", "redact", "keep", "flag")
+RULE_ACTIONS = ("drop", "redact", "keep", "flag")  # what a rule may do (`flag` only annotates)
+DECISIONS = ("keep", "redact", "drop")  # what a document gets: `decisions.action`
 FUNCTIONS = {
     "abs", "round", "floor", "ceil", "ln", "log10", "sqrt", "power", "least", "greatest", "coalesce",
     "nullif", "length", "strlen", "lower", "upper", "trim", "starts_with", "ends_with", "contains",
@@ -91,8 +92,8 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Ruleset:
             raise RuleError(f"{where}: id must be lower-case letters, digits, '_', '.', '-'")
         if rid in seen:
             raise RuleError(f"{where}: duplicate id")
-        if r["action"] not in ACTIONS:
-            raise RuleError(f"{where}: action {r['action']!r} is not one of {', '.join(ACTIONS)}")
+        if r["action"] not in RULE_ACTIONS:
+            raise RuleError(f"{where}: action {r['action']!r} is not one of {', '.join(RULE_ACTIONS)}")
         seen.add(rid)
         rules.append(Rule(rid, str(r["version"]), str(r["description"]), str(r["when"]), r["action"]))
     return Ruleset(p, hashlib.sha256(data).hexdigest(), rules, raw)

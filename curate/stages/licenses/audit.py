@@ -11,11 +11,10 @@ from curate.audit import charts
 from curate.audit import facts as F
 from curate.audit.card import absent_text, md_table, pct
 from curate.audit.report import Section, absent, figure, html_table
+from curate.stages.licenses.expressions import CLASSES
 
 TABLE = "license_signals"
-USE_CLASSES = ["permissive", "copyleft", "noncommercial", "no-derivatives", "all-rights-reserved", "public-domain",
-               "unknown"]
-EXPECTATIONS = {TABLE: {"required": ("use_class", "evidence"), "value_sets": {"use_class": USE_CLASSES}}}
+EXPECTATIONS = {TABLE: {"required": ("use_class", "evidence"), "value_sets": {"use_class": list(CLASSES)}}}
 
 
 def classes(con) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from curate.util.sql import literal
 
 log = logging.getLogger("curate")
 
-ACTIONS = ("redact", "drop", "tag")
+PII_ACTIONS = ("redact", "drop", "tag")  # what the [pii] policy does with a type (not a rule action)
 SPANS_SCHEMA = pa.schema([("doc_id", pa.string()), ("entity_type", pa.string()), ("start", pa.int64()),
                           ("end", pa.int64()), ("score", pa.float64()), ("recognizer", pa.string())])
 _LOADED: dict[tuple, Any] = {}  # one BatchAnalyzer per process (loading the model takes seconds)
@@ -201,8 +201,9 @@ def entity_policy(rules: dict[str, Any], spec: dict[str, Any]) -> dict[str, dict
         default = section.get("secret_action", "drop") if t in secrets else section.get("default_action", "redact")
         p.setdefault("action", default)
         p.setdefault("min_score", section.get("secret_min_score" if t in secrets else "min_score", 0.5))
-        if p["action"] not in ACTIONS:
-            raise ConfigError(f"[pii.entities.{t}] action must be one of {', '.join(ACTIONS)}, not {p['action']!r}")
+        if p["action"] not in PII_ACTIONS:
+            raise ConfigError(f"[pii.entities.{t}] action must be one of {', '.join(PII_ACTIONS)}, "
+                              f"not {p['action']!r}")
         p["secret"] = t in secrets
         out[t] = p
     return out
