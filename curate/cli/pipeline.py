@@ -81,11 +81,17 @@ def run(
     root: Root = None,
     progress: Annotated[bool, typer.Option(help="Show progress (a bar on a terminal, else a line every 10 s).")]
     = True,
+    engine: Annotated[str | None, typer.Option(
+        help="Where per-document work runs: local (a process pool) or ray (default: the rules file's [engine], "
+             "else local).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Address (host:port) of the Ray cluster's head for --engine ray (default: [engine] address, else "
+             "$RAY_ADDRESS, else a Ray instance of its own).")] = None,
 ) -> None:
     """Run the detectors on what they have not seen, then the policy, then write the manifest."""
     names = [n for s in stages or [] for n in s.split(",") if n] or None
     s = Workspace(ws).run(stages=names, rules=rules, workers=workers, manifest=manifest, name=name, root=root,
-                          progress=progress)
+                          progress=progress, engine=engine, ray_address=ray_address)
     out.print(table("stages", ["stage", "shards", "documents", "errors", "seconds"],
                      [[r.name, r.shards, r.documents, r.errors, f"{r.seconds:.1f}"] for r in s.stages]))
     _print_decisions(s.decisions)
@@ -134,9 +140,12 @@ def manifest(ws: WS, out_dir: Annotated[str | None, typer.Option(
              rules: Rules = None,
              name: Annotated[str | None, typer.Option(help="Name of the new release (default: the next number).")]
              = None,
-             root: Root = None) -> None:
-    """Write manifest.parquet, run.json and the root hash."""
-    m = Workspace(ws).manifest(out_dir, rules=rules, name=name, root=root)
+             root: Root = None,
+             sign: Annotated[Path | None, typer.Option(
+                 help="Sign the root with this ed25519 private key (PEM): ROOT.sig.")] = None) -> None:
+    """Write manifest.parquet, run.json, the root hash (over the rows and run.json) and, with --sign, its
+    signature."""
+    m = Workspace(ws).manifest(out_dir, rules=rules, name=name, root=root, sign=sign)
     out.print(f"manifest: {m.uri} ({m.rows} rows, root {m.root_hash})")
 
 
@@ -150,12 +159,14 @@ def verify(
         help="Where the shards are now: relative URIs are resolved under it, and a shard not at its URI is "
              "looked for by hash under it.")] = None,
     endpoint: Endpoint = None,
+    key: Annotated[Path | None, typer.Option(help="Check ROOT.sig with this ed25519 public key (PEM).")] = None,
 ) -> None:
-    """Recompute row hashes, root hash and counts; exit 1 naming each mismatch."""
+    """Recompute row hashes, root hash (over the rows and run.json) and counts, and with --workspace every row
+    from the workspace; exit 1 naming each mismatch."""
     from curate.core.manifest import verify as _verify
 
     rep = _verify(manifest_dir, workspace=Workspace(workspace) if workspace else None, shards=shards, root=root,
-                  endpoint=endpoint)
+                  endpoint=endpoint, key=key)
     for n in rep.notes:
         out.print(f"note: {n}", highlight=False)
     for p in rep.problems[:200]:

@@ -8,6 +8,7 @@ order. `run.json` records what produced it. Same inputs, rules and versions give
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -57,17 +58,18 @@ class ManifestSummary:
 
 def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
                    rules: str | os.PathLike[str] | None = None, base: str | os.PathLike[str] | None = None,
-                   changed: str | None = None, root: str | None = None, name: str | None = None) -> ManifestSummary:
+                   changed: str | None = None, root: str | None = None, name: str | None = None,
+                   sign: str | os.PathLike[str] | None = None) -> ManifestSummary:
     """Write the manifest of the current decisions, recording the rules file behind them (`rules`, when given,
     must be that file).
 
     `out` is a directory or a store URI (s3://bucket/releases/r7/); by default a new release
     WS/manifests/<n> (or `name`), which WS/manifest then points at. `root` (a directory or URI prefix) makes
-    the shard URIs in the manifest relative to it. With `base` (a manifest of the same workspace and rules)
+    the shard URIs in the manifest relative to it; `sign` (an ed25519 private key, PEM) signs the root
+    (ROOT.sig). With `base` (a manifest of the same workspace and rules)
     and `changed` (a table of doc_ids), only the rows of those documents are recomputed; the others are copied
     from `base` (an opt-out update touches a few documents of millions)."""
     from curate.core.policy import current_rules, load_rules
-    from curate.core.redact import REDACTIONS_TYPE, redacted_outputs
 
     release = out is None
     target = str(new_release(ws, name)) if release else str(out)
@@ -82,40 +84,23 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
         if not con.execute("SELECT count(*) FROM decisions").fetchall()[0][0] and \
                 con.execute("SELECT count(*) FROM documents").fetchall()[0][0]:
             raise UserError("no decisions yet: run `curate run` (or `curate decide`) first")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _redacted (doc_id VARCHAR, output_sha256 VARCHAR, "
-                    f"redactions {REDACTIONS_TYPE})")
-        only = [r[0] for r in con.execute(f"SELECT doc_id FROM {changed}").fetchall()] if base else None
-        for batch in redacted_outputs(con, ruleset.raw, only=only):
-            con.register("_batch", batch)
-            con.execute("INSERT INTO _redacted SELECT * FROM _batch")
-            con.unregister("_batch")
-        uri = _relative_uri("s.uri", root)
-        table = con.sql(f"""
-            SELECT *, {ROW_HASH_SQL} AS row_hash FROM (
-                SELECT d.doc_id, {uri} AS shard_uri, s.sha256 AS shard_sha256, d."row", d.sha256 AS input_sha256,
-                       c.action, c.rule_ids,
-                       CASE c.action WHEN 'keep' THEN d.sha256 WHEN 'redact' THEN r.output_sha256 END
-                           AS output_sha256,
-                       CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
-                FROM documents d JOIN shards s USING (shard_id) JOIN decisions c USING (doc_id)
-                LEFT JOIN _redacted r USING (doc_id) {f"SEMI JOIN {changed} USING (doc_id)" if base else ""})
-            {f"UNION ALL SELECT * FROM read_parquet({literal(Path(base) / MANIFEST)}) "
-             f"ANTI JOIN {changed} USING (doc_id)" if base else ""}
-            ORDER BY doc_id""").to_arrow_table()
-        con.execute("DROP TABLE _redacted")
+        table = manifest_rows(con, ruleset, root, base, changed)
         run = _run_record(con, ruleset, root)
-    table = table.cast(_schema())
     pq.write_table(table, local / MANIFEST, compression="zstd", write_statistics=False,
                    use_dictionary=False, row_group_size=1 << 20)
     mem = duckdb.connect()
-    root_hash = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(local / MANIFEST)]).fetchall()[0][0]
+    rows_root = mem.execute(f"SELECT {ROOT_HASH_SQL} FROM read_parquet(?)", [str(local / MANIFEST)]).fetchall()[0][0]
     counts = _counts(mem, local / MANIFEST)
     mem.close()
     run["counts"].update(counts)
-    run["manifest"] = {"file": MANIFEST, "rows": table.num_rows, "root_hash": root_hash,
+    run["manifest"] = {"file": MANIFEST, "format": FORMAT, "rows": table.num_rows, "rows_root": rows_root,
                        "row_hash": ROW_HASH_SQL.replace("\n", " "), "root": ROOT_HASH_SQL}
+    run["manifest"]["run_hash"] = run_hash(run)
+    root_hash = run["manifest"]["root_hash"] = combined_root(rows_root, run["manifest"]["run_hash"])
     (local / RUN).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
     (local / "ROOT").write_text(root_hash + "\n")
+    if sign:
+        (local / SIGNATURE).write_text(sign_root(root_hash, sign) + "\n")
     if remote:
         _upload(local, target)
     elif release:
@@ -124,6 +109,93 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
               by_action=counts["by_action"])
     return ManifestSummary(Path(target) if not remote else Path(local), table.num_rows, root_hash,
                            counts["by_action"], lake.redact_uri(target))
+
+
+def manifest_rows(con: duckdb.DuckDBPyConnection, ruleset: Any, root: str | None = None,
+                  base: str | os.PathLike[str] | None = None, changed: str | None = None) -> pa.Table:
+    """The manifest's rows for the current decisions, sorted by doc_id, each with its row hash (with `base` and
+    `changed`, rows of documents not in `changed` are copied from the manifest in `base`). `verify
+    --workspace` recomputes them the same way."""
+    from curate.core.redact import REDACTIONS_TYPE, redacted_outputs
+
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _redacted (doc_id VARCHAR, output_sha256 VARCHAR, "
+                f"redactions {REDACTIONS_TYPE})")
+    only = [r[0] for r in con.execute(f"SELECT doc_id FROM {changed}").fetchall()] if base else None
+    for batch in redacted_outputs(con, ruleset.raw, only=only):
+        con.register("_batch", batch)
+        con.execute("INSERT INTO _redacted SELECT * FROM _batch")
+        con.unregister("_batch")
+    uri = _relative_uri("s.uri", root)
+    table = con.sql(f"""
+        SELECT *, {ROW_HASH_SQL} AS row_hash FROM (
+            SELECT d.doc_id, {uri} AS shard_uri, s.sha256 AS shard_sha256, d."row", d.sha256 AS input_sha256,
+                   c.action, c.rule_ids,
+                   CASE c.action WHEN 'keep' THEN d.sha256 WHEN 'redact' THEN r.output_sha256 END
+                       AS output_sha256,
+                   CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
+            FROM documents d JOIN shards s USING (shard_id) JOIN decisions c USING (doc_id)
+            LEFT JOIN _redacted r USING (doc_id) {f"SEMI JOIN {changed} USING (doc_id)" if base else ""})
+        {f"UNION ALL SELECT * FROM read_parquet({literal(Path(base) / MANIFEST)}) "
+         f"ANTI JOIN {changed} USING (doc_id)" if base else ""}
+        ORDER BY doc_id""").to_arrow_table()
+    con.execute("DROP TABLE _redacted")
+    return table.cast(_schema())
+
+
+FORMAT = 2  # manifest format: 2 = the root covers run.json (1: the rows only)
+SIGNATURE = "ROOT.sig"
+# What of run.json the root does not cover: when it was written, and where the data and rules lived (the URI
+# is provenance: the same data gives the same root wherever it lives).
+RUN_UNCOVERED = ("created_at", "dataset_root")
+
+
+def run_hash(run: dict[str, Any]) -> str:
+    """SHA-256 of run.json's canonical JSON, less RUN_UNCOVERED, input URIs, the rules file's path and the
+    hashes derived from it."""
+    covered = {k: v for k, v in run.items() if k not in RUN_UNCOVERED}
+    covered["inputs"] = [{k: v for k, v in i.items() if k != "uri"} for i in run.get("inputs", [])]
+    covered["rules"] = {k: v for k, v in run.get("rules", {}).items() if k != "path"}
+    covered["manifest"] = {k: v for k, v in run.get("manifest", {}).items() if k not in ("root_hash", "run_hash")}
+    return hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":"), default=str).encode()
+                          ).hexdigest()
+
+
+def combined_root(rows_root: str, run_digest: str) -> str:
+    """The manifest's root: over the rows' root and run.json's hash."""
+    return hashlib.sha256(f"{rows_root}{run_digest}".encode()).hexdigest()
+
+
+def sign_root(root_hash: str, key: str | os.PathLike[str]) -> str:
+    """A base64 ed25519 signature of the root hash (hex text) with a PEM private key."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        private = load_pem_private_key(Path(key).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"{key}: not a readable PEM private key ({e})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise UserError(f"{key}: not an ed25519 key (make one: openssl genpkey -algorithm ed25519 -out key.pem)")
+    return base64.b64encode(private.sign(root_hash.encode())).decode()
+
+
+def check_signature(root_hash: str, signature: str, key: str | os.PathLike[str]) -> bool:
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        public = load_pem_public_key(Path(key).read_bytes())
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"{key}: not a readable PEM public key ({e})") from None
+    try:
+        public.verify(base64.b64decode(signature), root_hash.encode())
+        return True
+    except (InvalidSignature, ValueError):
+        return False
 
 
 def _relative_uri(column: str, root: str | None) -> str:
@@ -139,7 +211,9 @@ def _upload(local: Path, target: str) -> None:
     """The manifest's files to a store, each written atomically, ROOT last: a reader that finds ROOT finds a
     complete manifest."""
     try:
-        for name in (MANIFEST, RUN, "ROOT"):
+        for name in (MANIFEST, RUN, SIGNATURE, "ROOT"):
+            if not (local / name).exists():
+                continue
             with open(local / name, "rb") as src, lake.open_output_atomic(f"{target.rstrip('/')}/{name}") as dst:
                 shutil.copyfileobj(src, dst, 8 << 20)
     finally:
@@ -263,19 +337,20 @@ class VerifyReport:
 
 
 def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = None, shards: bool = False,
-           root: str | None = None, endpoint: str | None = None) -> VerifyReport:
+           root: str | None = None, endpoint: str | None = None, key: str | os.PathLike[str] | None = None
+           ) -> VerifyReport:
     """Recompute every hash and count of a manifest (a directory or a store URI); optionally against its
     workspace, and (`shards`) against the shards themselves, found by URI or, under `root`, by hash."""
     if not lake.is_local(str(manifest_dir)):
         with tempfile.TemporaryDirectory(prefix="curate-verify-") as tmp:
-            for name in (RUN, MANIFEST, "ROOT"):
+            for name in (RUN, MANIFEST, "ROOT", SIGNATURE):
                 try:
                     with lake.open_input(f"{str(manifest_dir).rstrip('/')}/{name}", endpoint) as src, \
                             open(Path(tmp) / name, "wb") as dst:
                         shutil.copyfileobj(src, dst, 8 << 20)
                 except lake.Missing:
                     continue
-            return verify(tmp, workspace, shards, root, endpoint)
+            return verify(tmp, workspace, shards, root, endpoint, key)
     d = Path(manifest_dir)
     rep = VerifyReport()
     try:
@@ -297,13 +372,31 @@ def verify(manifest_dir: str | os.PathLike[str], workspace: Workspace | None = N
     dup = con.execute("SELECT count(*) - count(DISTINCT doc_id) FROM m").fetchall()[0][0]
     if dup:
         rep.problems.append(f"{dup} doc_id(s) appear more than once")
-    root_hash = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchall()[0][0]
+    rows_root = con.execute(f"SELECT {ROOT_HASH_SQL} FROM m").fetchall()[0][0]
     recorded = run.get("manifest", {}).get("root_hash")
+    if run.get("manifest", {}).get("format", 1) >= 2:  # the root covers run.json too
+        if rows_root != run["manifest"].get("rows_root"):
+            said = run["manifest"].get("rows_root")
+            rep.problems.append(f"the rows' root {rows_root} does not match run.json ({said})")
+        if run_hash(run) != run["manifest"].get("run_hash"):
+            rep.problems.append("run.json was changed after the manifest was written (its hash does not match)")
+        root_hash = combined_root(rows_root, run_hash(run))
+    else:
+        root_hash = rows_root
+        rep.notes.append("a manifest of format 1: its root covers the rows, not run.json")
     if root_hash != recorded:
         rep.problems.append(f"root hash {root_hash} does not match run.json ({recorded})")
     root_file = d / "ROOT"
-    if root_file.exists() and root_file.read_text().strip() != recorded:
-        rep.problems.append("ROOT file does not match run.json's root_hash")
+    if not root_file.exists():
+        rep.problems.append("ROOT file is missing")
+    elif root_file.read_text().strip() != root_hash:
+        rep.problems.append("ROOT file does not match the manifest's root hash")
+    if key is not None:
+        sig = d / SIGNATURE
+        if not sig.exists():
+            rep.problems.append(f"{SIGNATURE} is missing: the root is not signed")
+        elif not check_signature(root_hash, sig.read_text().strip(), key):
+            rep.problems.append(f"{SIGNATURE} is not a signature of the root by this key")
     counts = _counts(con, Path(path))
     for key in ("documents", "by_action", "by_rule"):
         if run.get("counts", {}).get(key) != counts[key]:
@@ -330,30 +423,37 @@ def _conservation(run: dict[str, Any], rep: VerifyReport) -> None:
 
 def _against_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace, run: dict[str, Any],
                        rep: VerifyReport) -> None:
+    """Every row recomputed from the workspace (decisions, redaction spans, shard and row) and compared: a row
+    rewritten and rehashed in the manifest does not pass."""
+    from curate.core.policy import current_rules
+
     with ws.connect() as wcon:
-        current = wcon.sql("""SELECT d.doc_id, d.sha256 AS input_sha256, c.action, c.rule_ids
-                              FROM documents d LEFT JOIN decisions c USING (doc_id)""").to_arrow_table()
+        try:
+            ruleset = current_rules(wcon)
+        except UserError as e:
+            rep.problems.append(f"workspace: {e}")
+            return
+        expected = manifest_rows(wcon, ruleset, run.get("dataset_root"))
         quarantined = wcon.execute("SELECT count(*) FILTER (\"row\" IS NOT NULL) FROM quarantine").fetchall()[0][0]
-        rules_sha = one(wcon.execute("SELECT rules_sha256 FROM policy_runs ORDER BY decided_at DESC LIMIT 1"))
-    con.register("w", current)
-    for doc_id, what in con.execute("""
+    if ruleset.sha256 != run.get("rules", {}).get("sha256"):
+        rep.notes.append("the workspace's latest decisions used a different rules file than this manifest")
+    con.register("w", expected)
+    fields = ("shard_uri", "shard_sha256", "row", "input_sha256", "action", "rule_ids", "output_sha256", "redactions")
+    differs = " || ".join(f"CASE WHEN m.{f} IS DISTINCT FROM w.{f} THEN '{f} ' ELSE '' END" for f in fields)
+    for doc_id, what in con.execute(f"""
             SELECT coalesce(m.doc_id, w.doc_id),
                    CASE WHEN m.doc_id IS NULL THEN 'in the workspace but not in the manifest'
                         WHEN w.doc_id IS NULL THEN 'in the manifest but not in the workspace'
-                        WHEN m.input_sha256 <> w.input_sha256 THEN 'input text differs from the workspace'
-                        WHEN m.action IS DISTINCT FROM w.action THEN 'action ' || m.action || ' but the workspace says '
-                             || coalesce(w.action, 'nothing')
-                        ELSE 'rules fired differ from the workspace' END
+                        WHEN m.action IS DISTINCT FROM w.action THEN 'action ' || m.action
+                             || ' but the workspace says ' || coalesce(w.action, 'nothing')
+                        ELSE 'differs from the workspace in: ' || trim({differs}) END
             FROM m FULL JOIN w USING (doc_id)
-            WHERE m.doc_id IS NULL OR w.doc_id IS NULL OR m.input_sha256 <> w.input_sha256
-               OR m.action IS DISTINCT FROM w.action OR m.rule_ids IS DISTINCT FROM w.rule_ids
+            WHERE m.doc_id IS NULL OR w.doc_id IS NULL OR m.row_hash IS DISTINCT FROM w.row_hash
             ORDER BY 1""").fetchall():
         rep.problems.append(f"document {doc_id}: {what}")
     if quarantined != run.get("counts", {}).get("quarantined_rows"):
         rep.problems.append(f"workspace quarantine has {quarantined} rows, run.json says "
                             f"{run.get('counts', {}).get('quarantined_rows')}")
-    if rules_sha and rules_sha[0] != run.get("rules", {}).get("sha256"):
-        rep.notes.append("the workspace's latest decisions used a different rules file than this manifest")
 
 
 def _against_shards(run: dict[str, Any], rep: VerifyReport, root: str | None, endpoint: str | None) -> None:

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from curate.core.db import one
+from curate.core.errors import ConfigError
 from curate.core.executors import executor as make_executor
-from curate.core.policy import Ruleset, build_signals_view, decisions_sql, load_rules
+from curate.core.policy import Ruleset, build_signals_view, check_rules, decisions_sql, load_rules
 from curate.core.runner import StageReport, pending_totals, run_stage
+from curate.core.schema import ensure_stage_tables
 from curate.core.stage import detectors
 from curate.util import log
 
@@ -74,6 +76,7 @@ def decide(ws: Workspace, rules: str | os.PathLike[str] | None = None) -> Decide
     """Re-run only the policy over the stored signals."""
     ruleset = load_rules(rules)
     with ws.connect(write=True) as con:
+        check_rules(con, ruleset)
         return write_decisions(con, ruleset)
 
 
@@ -95,6 +98,9 @@ def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.Path
     executor = make_executor(engine, workers)
     with ws.connect(write=True) as con:
         dets = detectors(ruleset.raw, stages, source=str(ruleset.path))
+        for det in dets:
+            ensure_stage_tables(con, det.name, det.schema_version, list(det.tables.values()), list(det.tables))
+        check_rules(con, ruleset)  # a rule that cannot be used fails now, before any detector runs
         executor.prepare(dets, {det.name: pending_totals(con, det) for det in dets})
         for det in dets:
             summary.stages.append(run_stage(con, det, executor, progress=progress))

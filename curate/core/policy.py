@@ -81,13 +81,24 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Ruleset:
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RuleError(f"{p}: not a valid TOML file: {e}") from None
+    _check_names(raw, p)
+    if not isinstance(raw.get("rules"), list) or not raw["rules"]:
+        raise RuleError(f"{p}: no [[rules]]: a rules file needs at least one rule")
     rules, seen = [], set()
-    for i, r in enumerate(raw.get("rules", [])):
-        rid = str(r.get("id", "")).strip()
+    for i, r in enumerate(raw["rules"]):
+        if not isinstance(r, dict):
+            raise RuleError(f"{p}: rule #{i + 1} is not a table ([[rules]])")
+        rid = r.get("id") if isinstance(r.get("id"), str) else ""
         where = f"{p}: rule #{i + 1}" + (f" '{rid}'" if rid else "")
         missing = [k for k in ("id", "version", "description", "when", "action") if k not in r]
         if missing:
             raise RuleError(f"{where}: missing {', '.join(missing)}")
+        wrong = [k for k in ("id", "description", "when", "action") if not isinstance(r[k], str)]
+        if wrong or not isinstance(r["version"], str | int) or isinstance(r["version"], bool):
+            raise RuleError(f"{where}: {', '.join(wrong or ['version'])} must be a string "
+                            "(`when` is an expression in quotes)")
+        if not r["when"].strip():
+            raise RuleError(f"{where}: `when` is empty")
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.\-]*", rid):
             raise RuleError(f"{where}: id must be lower-case letters, digits, '_', '.', '-'")
         if rid in seen:
@@ -285,14 +296,68 @@ class _Parser:
         raise self.fail("unexpected token")
 
 
+MAX_DEPTH = 64  # nested parentheses, functions and `not`s in one `when`; beyond it the rule is refused
+
+
 def compile_rule(rule: Rule, columns: dict[str, str]) -> str:
     """SQL for a rule's `when`, checked against the columns of the signals view."""
-    return _Parser(rule, columns).parse()
+    depth = max_nesting(rule.when)
+    if depth > MAX_DEPTH:
+        raise RuleError(f"rule '{rule.id}': the expression nests {depth} levels deep (at most {MAX_DEPTH})")
+    try:
+        return _Parser(rule, columns).parse()
+    except RecursionError:
+        raise RuleError(f"rule '{rule.id}': the expression is too deeply nested") from None
+
+
+def max_nesting(text: str) -> int:
+    """Deepest nesting of parentheses and `not` in an expression (a cheap bound before parsing it)."""
+    depth = deepest = nots = 0
+    for tok in re.finditer(r"[()]|\bnot\b", text, re.IGNORECASE):
+        if tok.group() == "(":
+            depth += 1
+        elif tok.group() == ")":
+            depth -= 1
+        else:
+            nots += 1
+        deepest = max(deepest, depth + nots)
+    return deepest
+
+
+NAME_SECTIONS = {"pii.entities": "entity types"}  # tables of a rules file whose keys become SQL column names
+
+
+def _check_names(raw: dict[str, Any], path: Path) -> None:
+    """Keys a stage splices into SQL as names (e.g. `[pii.entities]` -> `pii_<type>` columns) must be plain
+    identifiers: a rules file can then never smuggle SQL through a key."""
+    for dotted, what in NAME_SECTIONS.items():
+        table: Any = raw
+        for part in dotted.split("."):
+            table = table.get(part, {}) if isinstance(table, dict) else {}
+        for key in table if isinstance(table, dict) else ():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", str(key)):
+                raise RuleError(f"{path}: [{dotted}] key {key!r}: {what} are letters, digits and '_' only")
 
 
 # -- the signals view and the decisions -------------------------------------------------------------
 BASE_SIGNALS = """d.doc_id, d.shard_id, d."row", d.seq, d.url, d.domain, d.meta,
-    d.chars AS text_chars, d.bytes AS text_bytes, d.blank AS text_empty"""
+    d.chars AS text_chars, d.bytes AS text_bytes, d.blank AS text_empty,
+    coalesce(f.stages, []::VARCHAR[]) AS stage_failed,
+    coalesce(list_has_any(f.stages, {safety}), false) AS stage_failed_safety"""
+# Fail closed: a stage that raised on a document leaves it unchecked, not clean. `stage_failed` lists the stages
+# that failed on it (stage_errors); `stage_failed_safety` says whether one of them is a safety stage
+# (`[policy] safety_stages`), which the default rule `stage-error` drops.
+SAFETY_STAGES = ("optout", "pii", "licenses", "confidential", "phi")
+FAILED = ("LEFT JOIN (SELECT doc_id, list(DISTINCT stage ORDER BY stage) AS stages FROM stage_errors "
+          "GROUP BY doc_id) f USING (doc_id)")
+
+
+def safety_stages(rules: dict[str, Any]) -> list[str]:
+    """The stages whose failure on a document holds it back: `[policy] safety_stages`, else SAFETY_STAGES."""
+    stages = rules.get("policy", {}).get("safety_stages", list(SAFETY_STAGES))
+    if not isinstance(stages, list) or not all(isinstance(x, str) for x in stages):
+        raise RuleError("[policy] safety_stages must be a list of stage names")
+    return stages
 
 
 def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | None = None,
@@ -309,8 +374,9 @@ def build_signals_view(con: duckdb.DuckDBPyConnection, rules: dict[str, Any] | N
     rules = rules if rules is not None else load_rules().raw
     parts = [(f"s{i}", sql) for i, det in enumerate(instances(rules))
              if set(det.tables) <= existing and (sql := det.signals_sql(rules))]
-    selects = ", ".join([BASE_SIGNALS] + [f"{alias}.* EXCLUDE (doc_id)" for alias, _ in parts])
-    joins = " ".join(f"LEFT JOIN ({sql}) {alias} USING (doc_id)" for alias, sql in parts)
+    safety = "[" + ", ".join(literal(x) for x in safety_stages(rules)) + "]::VARCHAR[]"
+    selects = ", ".join([BASE_SIGNALS.format(safety=safety)] + [f"{alias}.* EXCLUDE (doc_id)" for alias, _ in parts])
+    joins = " ".join([FAILED] + [f"LEFT JOIN ({sql}) {alias} USING (doc_id)" for alias, sql in parts])
     docs, view = ("documents", "TEMP VIEW signals" if temp else "VIEW signals") if only is None else \
         (f"(SELECT * FROM documents SEMI JOIN {only} USING (doc_id))", "TEMP VIEW signals_subset")
     con.execute(f"CREATE OR REPLACE {view} AS SELECT {selects} FROM {docs} d {joins}")
@@ -334,6 +400,31 @@ def decisions_sql(ruleset: Ruleset, columns: dict[str, str], source: str = "sign
                       {f'list_filter([{ids}], lambda x: x IS NOT NULL)' if ids else empty} AS rule_ids,
                       {f'list_filter([{reasons}], lambda x: x IS NOT NULL)' if reasons else empty} AS reasons
                FROM (SELECT doc_id{', ' + flags if flags else ''} FROM {source})"""
+
+
+def check_rules(con: duckdb.DuckDBPyConnection, ruleset: Ruleset) -> dict[str, str]:
+    """Compile every rule against the signals view and evaluate it on the documents there are now: a rule
+    that cannot be used (an unknown column, a type error, `sqrt(-1)`, an invalid regex or JSON path) is a
+    RuleError naming it, raised before any detector runs or any decision is written."""
+    columns = build_signals_view(con, ruleset.raw, temp=True)
+    try:
+        # every column used, or DuckDB would prune the rules' expressions away unevaluated
+        con.execute(f"SELECT count(action), sum(len(rule_ids)) FROM ({decisions_sql(ruleset, columns)})").fetchall()
+    except duckdb.Error:
+        for rule in ruleset.rules:  # which rule: each alone, first failure named
+            try:
+                con.execute(f"SELECT count(*) FILTER ({compile_rule(rule, columns)}) FROM signals").fetchall()
+            except duckdb.Error as e:
+                raise RuleError(f"rule '{rule.id}': {_duckdb_reason(e)} (when {rule.when})") from None
+        raise
+    finally:
+        con.execute("DROP VIEW IF EXISTS temp.signals")
+    return columns
+
+
+def _duckdb_reason(e: BaseException) -> str:
+    text = str(e).split("\n\nLINE ")[0].strip()
+    return " ".join(re.sub(r"^[A-Za-z ]+ Error: ", "", text).split())
 
 
 def current_rules(con: duckdb.DuckDBPyConnection) -> Ruleset:
