@@ -89,13 +89,14 @@ class RunSummary:
 
 def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.PathLike[str] | None = None,
         workers: int | None = None, manifest: str | os.PathLike[str] | None = None, progress: bool = False,
-        engine: str = "local", name: str | None = None, root: str | None = None) -> RunSummary:
+        engine: str | None = None, name: str | None = None, root: str | None = None,
+        ray_address: str | None = None) -> RunSummary:
     """Run the detectors over documents they have not seen, then the policy, then the manifest."""
     from curate.core.manifest import write_manifest
 
     ruleset = load_rules(rules)
     summary = RunSummary()
-    executor = make_executor(engine, workers)
+    executor = make_executor(engine or "local", workers)
     with ws.connect(write=True) as con:
         dets = detectors(ruleset.raw, stages, source=str(ruleset.path))
         for det in dets:
