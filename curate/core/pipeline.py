@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from curate.core.db import one
-from curate.core.errors import ConfigError
 from curate.core.executors import executor as make_executor
 from curate.core.policy import Ruleset, build_signals_view, check_rules, decisions_sql, load_rules
 from curate.core.runner import StageReport, pending_totals, run_stage
