@@ -6,6 +6,9 @@ Ground truth is licence metadata neither tool's authors wrote for this test:
 - Python: the single licence file of each installed distribution (*.dist-info/licenses/ or LICENSE*/COPYING* in
   *.dist-info), answered by its METADATA `License-Expression`, else a `License` field that is an SPDX id or a
   one-licence name ("Apache 2.0"), else an unambiguous classifier.
+- dep5-files: `Files:` paragraphs of the same DEP-5 files with their `License:` line kept (at most 5 per file),
+  labelled by that field (licences named, not quoted);
+- description: the long description (README) of each installed distribution whose METADATA names one licence.
 Only single-licence answers are kept (no AND/OR/WITH), and each distinct text once; no document holds its own label
 (the `License:` line, the METADATA file). A prediction is right when it is the same SPDX expression
 (license-expression's equivalence): Curate's is the AND of the licences it found, ScanCode's its
@@ -124,30 +127,87 @@ def debian_cases(root: Path = Path("/usr/share/doc")) -> list[dict]:
 LICENCE_FILE = re.compile(r"(?i)^(licen[cs]e|copying)([-_.].*)?$")
 
 
+def metadata_label(meta: email.message.Message) -> str | None:
+    """The one licence a distribution's METADATA names: `License-Expression`, else a `License` field that is an SPDX
+    id or a one-licence name ("Apache 2.0"), else an unambiguous classifier; None for anything else."""
+    label = None
+    if meta.get("License-Expression"):
+        label = spdx_id(meta["License-Expression"])
+    elif meta.get("License") and len(meta["License"]) < 40:
+        label = PYPI_NAMES.get(meta["License"].strip().lower()) or spdx_id(meta["License"])
+    if not label and not meta.get("License-Expression"):
+        found = {CLASSIFIERS[c] for c in meta.get_all("Classifier") or [] if c in CLASSIFIERS}
+        label = found.pop() if len(found) == 1 else None
+    return label
+
+
+def _metadata(dist: Path) -> email.message.Message | None:
+    meta_path = dist / "METADATA"
+    if not meta_path.exists():
+        return None
+    return email.message_from_string(meta_path.read_text(encoding="utf-8", errors="replace"))
+
+
 def python_cases(site: Path) -> list[dict]:
     cases = []
     for dist in sorted(site.glob("*.dist-info")):
-        meta_path = dist / "METADATA"
-        if not meta_path.exists():
+        meta = _metadata(dist)
+        if meta is None:
             continue
-        meta = email.message_from_string(meta_path.read_text(encoding="utf-8", errors="replace"))
         files = [p for p in sorted((dist / "licenses").rglob("*")) if p.is_file()] if (dist / "licenses").is_dir() \
             else [p for p in sorted(dist.iterdir()) if p.is_file() and LICENCE_FILE.match(p.name)]
         files = [p for p in files if LICENCE_FILE.match(p.name)]
         if len(files) != 1:
             continue
-        label = None
-        if meta.get("License-Expression"):
-            label = spdx_id(meta["License-Expression"])
-        elif meta.get("License") and len(meta["License"]) < 40:
-            label = PYPI_NAMES.get(meta["License"].strip().lower()) or spdx_id(meta["License"])
-        if not label and not meta.get("License-Expression"):
-            found = {CLASSIFIERS[c] for c in meta.get_all("Classifier") or [] if c in CLASSIFIERS}
-            label = found.pop() if len(found) == 1 else None
+        label = metadata_label(meta)
         text = files[0].read_text(encoding="utf-8", errors="replace").strip()
         assert "License-Expression:" not in text and "Classifier: License" not in text  # not the METADATA file
         if label and len(text) >= 100:
             cases.append({"source": f"python:{dist.name}", "label": label, "text": text})
+    return cases
+
+
+DEP5_PER_FILE = 5  # Files paragraphs taken per copyright file, in file order: Boost's alone has thousands
+
+
+def dep5_files_cases(root: Path = Path("/usr/share/doc")) -> list[dict]:
+    """`Files:` paragraphs of machine-readable Debian copyright files, their `License:` line kept and the licence
+    text that may follow it: the document names its licence the way DEP-5 does, labelled by that field."""
+    cases = []
+    for f in sorted(root.glob("*/copyright")):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if not re.match(r"(?i)format:\s*\S*(dep5|copyright-format)", text):
+            continue
+        taken = 0
+        for para in re.split(r"\n[ \t]*\n", text):
+            if taken >= DEP5_PER_FILE or not para.startswith("Files:"):
+                continue
+            m = re.search(r"(?m)^License:[ \t]*(.*)$", para)
+            label = spdx_id(m.group(1)) if m else None
+            if label:
+                cases.append({"source": f"dep5-files:{f.parent.name}", "label": label, "text": para.strip() + "\n"})
+                taken += 1
+    return cases
+
+
+def description_cases(site: Path) -> list[dict]:
+    """The long description (the README PyPI shows) of each installed distribution whose METADATA names one
+    licence; the METADATA headers are not in the document. Many descriptions never name their licence: no tool can
+    get those, and they stay in (the figure says how much a README tells)."""
+    cases = []
+    for dist in sorted(site.glob("*.dist-info")):
+        meta = _metadata(dist)
+        if meta is None:
+            continue
+        label = metadata_label(meta)
+        body = meta.get_payload() if not meta.is_multipart() else ""
+        body = (body or meta.get("Description") or "").strip()
+        if label and len(body) >= 200:
+            assert "License-Expression:" not in body and "Classifier: License ::" not in body
+            cases.append({"source": f"description:{dist.name}", "label": label, "text": body})
     return cases
 
 
@@ -200,12 +260,16 @@ def run_curate(paths: list[str], batch: int = 1000, repeats: int = 5) -> dict:
     for _ in range(repeats):
         normalize_expression.cache_clear()
         preds: list[str | None] = []
+        refs: list[list[tuple]] = []
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(paths), batch):
             texts = [Path(p).read_text(encoding="utf-8", errors="replace") for p in paths[i:i + batch]]
             for text, full in zip(texts, scanner.index.find_batch(texts), strict=True):
-                preds.append(expression(scan(text, scanner.index, full)))
-        runs.append({"predictions": preds, "seconds": time.perf_counter() - t0,
+                found = scan(text, scanner.index, full, scanner.names)
+                preds.append(expression(found))
+                refs.append([(f.license, f.form, f.scope, text[f.start:f.end]) for f in found
+                             if f.evidence == "reference"])
+        runs.append({"predictions": preds, "references": refs, "seconds": time.perf_counter() - t0,
                      "cpu_seconds": time.process_time() - c0, "load_seconds": load})
     return sorted(runs, key=lambda r: r["cpu_seconds"])[len(runs) // 2]
 
@@ -237,10 +301,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write every case with both predictions here")
     ap.add_argument("--misses", action="store_true", help="print every case Curate gets wrong, with ScanCode's answer")
     ap.add_argument("--no-scancode", action="store_true")
+    ap.add_argument("--sources", nargs="*", help="only these sources (debian, python, dep5-files, description)")
     args = ap.parse_args()
-    cases = dedupe(debian_cases() + python_cases(args.site_packages))
+    sources = ("debian", "python", "dep5-files", "description")
+    cases = dedupe(debian_cases() + python_cases(args.site_packages) + dep5_files_cases()
+                   + description_cases(args.site_packages))
     if args.limit:
         cases = cases[:args.limit]
+    if args.sources:
+        cases = [c for c in cases if c["source"].split(":")[0] in args.sources]
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, c in enumerate(cases):
@@ -251,29 +320,35 @@ def main() -> None:
         theirs = None if args.no_scancode else run_scancode(paths)
     n = len(cases)
     why = contradicted(cases)
-    by_source = Counter(c["source"].split(":")[0] for c in cases)
-    print(f"{n} licence files ({by_source['debian']} Debian copyright paragraphs, {by_source['python']} Python "
-          f"package licence files), {sum(len(c['text']) for c in cases) / 1e6:.2f} M characters, "
-          f"{len({c['label'] for c in cases})} distinct SPDX ids; {sum(w is not None for w in why)} labels "
-          f"contradicted by their own text (benchmarks/licenses_contradicted.toml)")
+    src = [c["source"].split(":")[0] for c in cases]
+    by_source = Counter(src)
+    print(f"{n} documents: {by_source['debian']} Debian copyright licence paragraphs (License: line removed), "
+          f"{by_source['python']} Python package licence files, {by_source['dep5-files']} DEP-5 Files: paragraphs "
+          f"(License: line kept), {by_source['description']} Python package long descriptions; "
+          f"{sum(len(c['text']) for c in cases) / 1e6:.2f} M characters, {len({c['label'] for c in cases})} distinct "
+          f"SPDX ids; {sum(w is not None for w in why)} labels contradicted by their own text "
+          f"(benchmarks/licenses_contradicted.toml)")
     rows = [("curate licenses", ours)] + ([("scancode-toolkit-mini 32.5.0", theirs)] if theirs else [])
-    print(f"{'tool':<30} {'accuracy':>9} {'debian':>7} {'python':>7} {'excl.contra':>11} {'docs/s':>8} "
-          f"{'docs/cpu-s':>10} {'load s':>7}")
+    print(f"{'tool':<30} {'all':>7} {'excl.contra':>11} " + " ".join(f"{s:>11}" for s in sources)
+          + f" {'full texts':>10} {'docs/s':>8} {'docs/cpu-s':>10} {'load s':>7}")
     for name, r in rows:
         ok = [same(p, c["label"]) for p, c in zip(r["predictions"], cases, strict=True)]
-        acc = {s: sum(o for o, c in zip(ok, cases, strict=True) if c["source"].startswith(s)) / max(by_source[s], 1)
-               for s in ("debian", "python")}
+        acc = {s: sum(o for o, t in zip(ok, src, strict=True) if t == s) / max(by_source[s], 1) for s in sources}
         kept = [o for o, w in zip(ok, why, strict=True) if w is None]
+        texts = [o for o, t in zip(ok, src, strict=True) if t in ("debian", "python")]
         r["correct"] = ok
-        print(f"{name:<30} {sum(ok) / n:>9.1%} {acc['debian']:>7.1%} {acc['python']:>7.1%} "
-              f"{sum(kept) / max(len(kept), 1):>11.1%} {n / r['seconds']:>8.1f} {n / r['cpu_seconds']:>10.1f} "
+        print(f"{name:<30} {sum(ok) / max(n, 1):>7.1%} {sum(kept) / max(len(kept), 1):>11.1%} "
+              + " ".join(f"{acc[s]:>11.1%}" for s in sources)
+              + f" {sum(texts) / max(len(texts), 1):>10.1%} {n / r['seconds']:>8.1f} {n / r['cpu_seconds']:>10.1f} "
               f"{r['load_seconds']:>7.1f}")
-    print(f"accuracy = exact SPDX id on all {n} labels as given (headline); excl.contra = on the "
-          f"{sum(w is None for w in why)} labels left after removing the contradicted ones")
+    print(f"all = exact SPDX expression on all {n} labels as given; excl.contra = on the {sum(w is None for w in why)} "
+          f"left after removing the contradicted ones; full texts = the earlier benchmark's two sources (debian, "
+          f"python)")
     if theirs:
         print(f"speed ratio curate/scancode, one process each: {theirs['cpu_seconds'] / ours['cpu_seconds']:.0f}x "
               f"CPU time (the figure we report), {theirs['seconds'] / ours['seconds']:.0f}x wall-clock "
               f"(machine shared: see README)")
+    scope_report(cases, src, ours)
     wrong = [(i, c) for i, c in enumerate(cases) if not ours["correct"][i]]
     print(f"curate's misses: {len(wrong)}, of which {sum(why[i] is not None for i, _ in wrong)} on contradicted "
           f"labels")
@@ -284,9 +359,32 @@ def main() -> None:
                   + (f" | contradicted ({why[i]})" if why[i] else ""))
     if args.json:
         out = [{"source": c["source"], "label": c["label"], "curate": ours["predictions"][i],
-                "scancode": theirs["predictions"][i] if theirs else None, "contradicted": why[i]}
+                "scancode": theirs["predictions"][i] if theirs else None, "contradicted": why[i],
+                "references": ours["references"][i]}
                for i, c in enumerate(cases)]
         args.json.write_text(json.dumps(out, indent=1))
+
+
+def scope_report(cases: list[dict], src: list[str], ours: dict) -> None:
+    """How often a licence a README merely talks about is taken for its grant: on the long descriptions, the
+    references Curate reads as granting (`self`) whose licence is not the metadata's, and those it reads as
+    mentions, by whether the metadata's licence is among them."""
+    grants = wrong = mentions = mention_of_label = docs_wrong = 0
+    for i, c in enumerate(cases):
+        if src[i] != "description":
+            continue
+        refs = ours["references"][i]
+        bad = [r for r in refs if r[2] != "mention" and not same(r[0], c["label"])]
+        grants += sum(r[2] != "mention" for r in refs)
+        wrong += len(bad)
+        docs_wrong += bool(bad)
+        mentions += sum(r[2] == "mention" for r in refs)
+        mention_of_label += sum(r[2] == "mention" and same(r[0], c["label"]) for r in refs)
+    n = sum(s == "description" for s in src)
+    if n:
+        print(f"scope on {n} long descriptions: {grants} references read as grants, {wrong} of them not the "
+              f"metadata's licence ({docs_wrong} documents, {docs_wrong / n:.1%}); {mentions} read as mentions, "
+              f"{mention_of_label} of them the metadata's own licence")
 
 
 if __name__ == "__main__":

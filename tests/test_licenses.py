@@ -124,7 +124,9 @@ def test_notices_give_version_and_or_later(scanner, notice, expected):
 def test_pointer_to_the_full_text_is_not_a_grant(scanner):
     doc = ("On Debian systems, the complete text of the GNU General Public License version 2 can be found in "
            "`/usr/share/common-licenses/GPL-2'.")
-    assert [f for f in scan(doc, scanner.index) if f.license] == []
+    found = [f for f in scan(doc, scanner.index) if f.license]
+    assert [(f.evidence, f.license, f.scope) for f in found] == [("reference", "GPL-2.0-only", "mention")]
+    assert expression(found) is None
 
 
 def test_gpl_full_text_alone_is_only_and_with_a_later_notice_is_or_later(scanner):
@@ -223,7 +225,8 @@ def test_fingerprint_follows_the_rules_files(tmp_path, monkeypatch):
     t = rules / "licenses" / "templates" / "MIT.txt"  # a template file counts, not only templates.toml
     t.write_text(t.read_text() + "\nAn edited template.\n")
     assert Licenses().fingerprint() != after
-    assert {a["kind"] for a in Licenses().assets()} == {"license-templates", "license-use-classes"}
+    assert {a["kind"] for a in Licenses().assets()} == {"license-templates", "license-use-classes",
+                                                          "license-references"}
 
 
 def test_settings_are_typed_and_checked():
@@ -240,7 +243,7 @@ def test_empty_batch_has_the_table_schema():
     det = Licenses()
     out = det(pa.record_batch({"doc_id": pa.array([], pa.string()), "text": pa.array([], pa.string())}))
     assert out.num_rows == 0 and out.column_names == ["doc_id", "license", "use_class", "evidence", "start", "end",
-                                                     "score"]
+                                                     "score", "form", "scope", "family"]
 
 
 UC_ADVERTISING = ("3. All advertising materials mentioning features or use of this software must display the following "
@@ -329,3 +332,112 @@ def test_benchmark_ground_truth_mapping():
     assert not any("Python Software Foundation" in c for c in bench.CLASSIFIERS)
     toml = tomllib.loads((root / "benchmarks" / "licenses_contradicted.toml").read_text())
     assert all(e["kind"] in ("grant", "other-licence", "more-licences") and e["reason"] for e in toml["label"])
+
+
+def refs(scanner: Scanner, text: str) -> list[tuple]:
+    return [(f.license, f.form, f.scope, f.family) for f in scan(text, scanner.index, names=scanner.names)
+            if f.evidence == "reference"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("This project is licensed under the terms of the BSD 3-Clause License.", ("BSD-3-Clause", "statement", "self")),
+    ("Released under the GPLv2+.", ("GPL-2.0-or-later", "statement", "self")),
+    ("distributed under the terms of the GNU GPL version 3", ("GPL-3.0-only", "statement", "self")),
+    ("It is released under a two-clauses\nBSD license.", ("BSD-2-Clause", "statement", "self")),
+    ("## License\n\nApache 2.0\n", ("Apache-2.0", "heading", "self")),
+    ("[![License: MIT](https://img.shields.io/badge/License-MIT-yellow.svg)](LICENSE)", ("MIT", "badge", "self")),
+    ("[![MIT License](https://img.shields.io/github/license/a/b.svg)](LICENCE)", ("MIT", "badge", "self")),
+    ("See https://opensource.org/licenses/ISC for the terms.", ("ISC", "url", "self")),
+    ("https://www.apache.org/licenses/LICENSE-2.0", ("Apache-2.0", "url", "self")),
+    ("Name: pkg\nLicense: MPL-2.0\nAuthor: x\n", ("MPL-2.0", "metadata", "self")),
+    ('{"name": "left-pad", "license": "WTFPL"}', ("WTFPL", "metadata", "self")),
+    ("Files: src/*\nCopyright: 2001 Jane Example\nLicense: GPL-2+\n", ("GPL-2.0-or-later", "dep5_field", "files")),
+    ("Files: *\nCopyright: 2001 Jane Example\nLicense: Expat\n", ("MIT", "dep5_field", "files")),
+    ("Files: *\nCopyright: 2001 Jane Example\nLicense: GFDL-NIV-1.3+\n",
+     ("GFDL-1.3-no-invariants-or-later", "dep5_field", "files")),
+    ("Files: *\nCopyright: 2001 Jane Example\nLicense: GPL-1+ or Artistic\n",
+     ("GPL-1.0-or-later OR Artistic-1.0-Perl", "dep5_field", "files")),
+    ("Dual-licensed under the MIT and Apache 2.0 licenses.", ("MIT OR Apache-2.0", "statement", "self")),
+    ("The code is licensed under MIT, the data under CC-BY-4.0.", ("MIT", "statement", "self")),
+])
+def test_references_by_name(scanner, text, expected):
+    found = refs(scanner, text)
+    assert found and found[0][:3] == expected, found
+
+
+def test_a_bare_family_says_so_and_never_guesses_a_version(scanner):
+    assert refs(scanner, "Starlette is BSD licensed code.") == [("LicenseRef-BSD", "statement", "self", True)]
+    assert refs(scanner, "This library is distributed under the GPL.") == \
+        [("GPL-1.0-or-later", "statement", "self", True)]
+    # a versioned reading of the same family makes the bare one redundant
+    assert expression(scan("Licensed under the GPL. See below: released under the GPLv3 or later.",
+                           scanner.index)) == "GPL-3.0-or-later"
+
+
+@pytest.mark.parametrize("text", [
+    "This library is compatible with the GPL.",
+    "Unlike the GNU General Public License, the MIT License lets you do this.",
+    "Code under other licences such as the Apache License 2.0 cannot be merged.",
+    "On Debian systems, the complete text of the GNU Lesser General Public License version 2.1 can be found in "
+    "/usr/share/common-licenses/LGPL-2.1.",
+])
+def test_mentions_grant_nothing(scanner, text):
+    found = scan(text, scanner.index)
+    assert [f.scope for f in found if f.license] and all(f.scope == "mention" for f in found if f.license)
+    assert expression(found) is None
+
+
+def test_a_dep5_paragraph_is_licensed_by_its_field(scanner):
+    # the text under the field is that licence's text; a Comment about another licence grants nothing
+    para = ("Files: build/shtool\nCopyright: 1994-2008 Jane Example\nLicense: GPL-2+\nComment:\n There is no "
+            "requirement that your package itself is licensed under the GNU General Public License.\n")
+    assert expression(scan(para, scanner.index)) == "GPL-2.0-or-later"
+    whole = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: x\n\n" + para
+             + "\nLicense: GPL-2+\n This program is free software; you can redistribute it under the terms of the "
+             "GNU General Public License as published by the Free Software Foundation; either version 2 of the "
+             "License, or (at your option) any later version.\n")
+    got = refs(scanner, whole)
+    assert ("GPL-2.0-or-later", "dep5_field", "files", False) in got
+    assert ("GPL-2.0-or-later", "dep5_field", "mention", False) in got  # the stand-alone licence paragraph
+
+
+def test_references_do_not_double_stronger_findings(scanner):
+    # an SPDX line and a GNU notice already say it: no reference rows on top
+    assert refs(scanner, "// SPDX-License-Identifier: GPL-2.0+\n") == []
+    notice = ("This program is free software; you can redistribute it and/or modify it under the terms of the GNU "
+              "General Public License as published by the Free Software Foundation; either version 2 of the "
+              "License, or (at your option) any later version. https://www.gnu.org/licenses/old-licenses/gpl-2.0")
+    assert expression(scan(notice, scanner.index)) == "GPL-2.0-or-later"
+    # inside a full text, names are part of it (the LGPL text names the GPL throughout)
+    assert expression(scan(template("LGPL-2.1-only"), scanner.index)) == "LGPL-2.1-only"
+
+
+def test_mentions_do_not_reach_the_rules(ws, tmp_path: Path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [
+        {"id": "mention", "text": "Our notes: code licensed under the GPLv3 is not compatible with this project. "
+                                  "We compare the Apache License 2.0 with the MIT License."},
+        {"id": "grant", "text": "# Widget\n\nThis project is released under the BSD 3-Clause License."},
+    ])
+    ws.ingest([str(d)])
+    ws.run(stages=["licenses"], workers=1)
+    sig = {r[0]: r[1:] for r in ws.sql("""SELECT doc_id, license_ids, license_scope, license_by_reference,
+                                                 license_mentions FROM signals""").iter_rows()}
+    assert sig["grant"][:3] == (["BSD-3-Clause"], "self", True) and not sig["grant"][3]
+    assert not sig["mention"][0] and sig["mention"][1] == "mention"
+    assert "Apache-2.0" in sig["mention"][3]
+    decisions = dict(ws.sql("SELECT doc_id, action FROM decisions").rows())
+    assert decisions == {"mention": "keep", "grant": "keep"}
+
+
+def test_references_table_is_an_asset(tmp_path, monkeypatch):
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(licenses_dir().parent, rules)
+    monkeypatch.setenv("CURATE_RULES_DIR", str(rules))
+    before = Licenses().fingerprint()
+    p = rules / "licenses" / "references.toml"
+    p.write_text(p.read_text().replace('expat = { bare = "MIT" }', ""))
+    assert Licenses().fingerprint() != before

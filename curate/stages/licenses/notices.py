@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from curate.stages.licenses import references
 from curate.stages.licenses.expressions import normalize_expression
 from curate.stages.licenses.fulltext import FullText, TemplateIndex
 
 PUBLIC_DOMAIN = "LicenseRef-Public-Domain"  # the licence of a public-domain dedication
 # What a finding rests on (`license_signals.evidence`).
 EVIDENCE = ("full_text", "notice", "spdx_identifier", "cc_url", "cc_name", "rel_license", "public_domain",
-            "copyright_notice", "all_rights_reserved", "restrictive_notice")
+            "copyright_notice", "all_rights_reserved", "restrictive_notice", "reference")
 
 SPDX_LINE = re.compile(r"SPDX-License-Identifier:[ \t]*([^\n\r]*?)[ \t]*(?:\*/|-->|#\}|\"\"\"|$)", re.M | re.I)
 CC_URL = re.compile(r"creativecommons\.org/(?:licenses/(by(?:-nc)?(?:-sa|-nd)?)/(\d\.\d)"
@@ -143,11 +144,17 @@ class Finding:
     start: int
     end: int
     score: float
+    form: str | None = None  # a reference's form (references.FORMS): dep5_field, statement, heading, badge, url, ...
+    scope: str = "self"  # self, files (a DEP-5 paragraph naming files), mention (talked about, not granted)
+    family: bool = False  # a family named without a version (LicenseRef-<family> or its least specific id)
 
 
-def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) -> list[Finding]:
-    """Every licence finding in one document (no use class yet); `full` = its full texts when already searched."""
+def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None,
+         names: references.Names | None = None) -> list[Finding]:
+    """Every licence finding in one document (no use class yet); `full` = its full texts when already searched,
+    `names` the references table (default: the rules directory's)."""
     full = index.find(text) if full is None else full
+    names = names or references.default_names()
     low = text.lower()
     found: list[Finding] = [Finding(f.license, "full_text", f.start, f.end, f.score) for f in full]
     notices = [Finding(lic, "notice", s, e, 0.9) for lic, s, e in _gnu_notices(text, low)]
@@ -170,6 +177,11 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
     grants = {f.license.rsplit("-", 1)[0].removesuffix("-or"): f.license for f in found if f.evidence == "notice"
               and f.license and f.license.startswith(GNU_FAMILIES) and not f.license.endswith("-only")}
     grants |= {lic.split("-no-invariants")[0]: lic for lic in list(grants.values()) if "-no-invariants" in lic}
+    refs = _references(names, text, low, found)
+    # a DEP-5 field or a statement granting a GNU licence "or later" is a grant too, for the full text it names
+    grants |= {references.base(r.license): r.license for r in refs if r.scope != "mention"
+               and r.license.startswith(GNU_FAMILIES) and r.license.endswith("-or-later")
+               and references.base(r.license) not in grants}
     found = [Finding(grants[f.license.removesuffix("-only")], f.evidence, f.start, f.end, f.score)
              if f.evidence == "full_text" and f.license.endswith("-only")
              and f.license.removesuffix("-only") in grants else f for f in found]
@@ -202,15 +214,56 @@ def scan(text: str, index: TemplateIndex, full: list[FullText] | None = None) ->
         if "internal" not in m.group().lower() or any(abs(m.start() - e) < 200 or abs(s - m.end()) < 200
                                                        for s, e in notes):
             found.append(Finding(None, "restrictive_notice", m.start(), m.end(), 1.0))
+    found += _subsumed(refs, found)
+    # in a DEP-5 paragraph, the `License:` field says which licence its files are under; the text below it is that
+    # licence's text and the Comment its explanation (copyright-format 1.0), not further grants
+    paras = [references.paragraph(text, f.start, f.end) for f in found
+             if f.form == "dep5_field" and f.scope in ("files", "self")]
+    if paras:
+        found = [f for f in found if not f.license or f.form == "dep5_field"
+                 or not any(a <= f.start < b for a, b in paras)]
     # "dedicated to the public domain" inside a CC0/Unlicense grant is that grant, not another licence
     if any(f.license in PD_LICENCES for f in found):
         found = [f for f in found if f.evidence != "public_domain"]
     return sorted(set(found), key=lambda f: (f.start, f.end, f.evidence, f.license or ""))
 
 
+def _references(names: references.Names, text: str, low: str, found: list[Finding]) -> list[Finding]:
+    """The document's references by name, less those inside a stronger finding (a name inside a full text, a GNU
+    notice or an SPDX line is part of it)."""
+    spans = [(f.start, f.end) for f in found if f.license]
+    return [Finding(r.license, "reference", r.start, r.end, r.score, r.form, r.scope, r.family)
+            for r in references.find(names, text, low)
+            if not any(s < r.end and r.start < e for s, e in spans)]
+
+
+def _subsumed(refs: list[Finding], found: list[Finding]) -> list[Finding]:
+    """The references that say something the stronger findings do not. A granting reference gives way to a stronger
+    finding of the same licence version (a notice's "or later" wins over a URL's bare version), a family named without
+    a version to any versioned reading of that family, and among references the higher score wins the same way.
+    Mentions are kept as they are: they grant nothing."""
+    kept: list[Finding] = []
+    granting = [f for f in found if f.license and f.scope != "mention"]
+    spans = [(f.start, f.end) for f in found if f.license]  # SPDX lines and CC/rel links are found after the names
+    for r in sorted(refs, key=lambda f: (-f.score, f.start)):
+        if any(s < r.end and r.start < e for s, e in spans):
+            continue
+        if r.scope != "mention" and r.form != "dep5_field":  # a DEP-5 field decides its paragraph (below)
+            rivals = granting + [k for k in kept if k.scope != "mention"]
+            if any(references.base(o.license) == references.base(r.license) and o.license != r.license
+                   for o in rivals) and r.evidence == "reference":
+                continue
+            if r.family and any(not o.family and references.family_of(o.license) == references.family_of(r.license)
+                                for o in rivals + [x for x in refs if x.scope != "mention"]):
+                continue
+        kept.append(r)
+    return kept
+
+
 def expression(findings: list[Finding]) -> str | None:
-    """One licence expression for a document: its distinct licences joined with AND (None when it has none)."""
-    lics = sorted({f.license for f in findings if f.license})
+    """One licence expression for a document: the distinct licences it grants (mentions left out) joined with AND
+    (None when it has none)."""
+    lics = sorted({f.license for f in findings if f.license and f.scope != "mention"})
     if not lics:
         return None
     return normalize_expression(" AND ".join(f"({x})" if " " in x else x for x in lics)) or " AND ".join(lics)

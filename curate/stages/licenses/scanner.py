@@ -1,5 +1,5 @@
-"""The licence rules files and the scanner: the template index and use-class table loaded once per process from
-`rules/licenses/`, the asset that fingerprints them, and `Scanner.rows` (a batch of documents -> license_signals).
+"""The licence rules files and the scanner: the template index, use-class and references tables loaded once per
+process from `rules/licenses/`, the assets that fingerprint them, and `Scanner.rows` (documents -> license_signals).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from pathlib import Path
 from curate.stages.licenses.expressions import UseClasses
 from curate.stages.licenses.fulltext import TemplateIndex
 from curate.stages.licenses.notices import scan
+from curate.stages.licenses.references import load_names
 from curate.util.assets import file_asset, rules_dir, sha256_file
+
+COLUMNS = ("doc_id", "license", "use_class", "evidence", "start", "end", "score", "form", "scope", "family")
 
 
 def licenses_dir() -> Path:
@@ -54,6 +57,13 @@ def classes_asset(directory: Path | None = None) -> dict[str, str]:
     return file_asset("license-use-classes", base / "use_classes.toml", load_classes(str(base)).version)
 
 
+def references_asset(directory: Path | None = None) -> dict[str, str]:
+    """The references table (DEP-5 short names, licence names) as an asset (its version and sha256)."""
+    base = directory or licenses_dir()
+    path = base / "references.toml"
+    return file_asset("license-references", path, load_names(str(path)).version)
+
+
 class Scanner:
     """What a worker needs: the template index and the use-class table, loaded once."""
 
@@ -61,17 +71,17 @@ class Scanner:
         d = str(directory or licenses_dir())
         self.index = load_index(d, min_recall, min_precision)
         self.classes = load_classes(d)
+        self.names = load_names(str(Path(d) / "references.toml"))
 
     def rows(self, doc_ids: list[str], texts: list[str | None]) -> dict[str, list]:
         """The license_signals columns for these documents: every finding, with its use class."""
-        out: dict[str, list] = {k: [] for k in ("doc_id", "license", "use_class", "evidence", "start", "end",
-                                               "score")}
+        out: dict[str, list] = {k: [] for k in COLUMNS}
         texts = [t or "" for t in texts]
         for doc_id, text, full in zip(doc_ids, texts, self.index.find_batch(texts), strict=True):
-            for f in scan(text, self.index, full):
+            for f in scan(text, self.index, full, self.names):
                 cls = {"all_rights_reserved": "all-rights-reserved", "restrictive_notice": "all-rights-reserved",
                        "copyright_notice": "unknown"}.get(f.evidence) or self.classes.of(f.license)
-                for key, value in zip(out, (doc_id, f.license, cls, f.evidence, f.start, f.end, f.score),
-                                      strict=True):
+                for key, value in zip(out, (doc_id, f.license, cls, f.evidence, f.start, f.end, f.score, f.form,
+                                            f.scope, f.family), strict=True):
                     out[key].append(value)
         return out

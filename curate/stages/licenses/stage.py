@@ -19,10 +19,11 @@ from curate.core.errors import ConfigError
 from curate.core.stage import Detector, StageConfig, register
 from curate.stages.licenses.expressions import CLASSES, GRANTING
 from curate.stages.licenses.notices import PREFILTER
-from curate.stages.licenses.scanner import Scanner, classes_asset, templates_asset
+from curate.stages.licenses.scanner import Scanner, classes_asset, references_asset, templates_asset
 
 SCHEMA = pa.schema([("doc_id", pa.string()), ("license", pa.string()), ("use_class", pa.string()),
-                    ("evidence", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("score", pa.float64())])
+                    ("evidence", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("score", pa.float64()),
+                    ("form", pa.string()), ("scope", pa.string()), ("family", pa.bool_())])
 
 
 @register
@@ -31,17 +32,23 @@ class Licenses(Detector):
     categories = ("license", "use_class")
     audit = "curate.stages.licenses.audit"
     throughput = 4e6  # chars/s on one core, measured on data/samples
-    version = "2"
+    version = "3"
+    schema_version = 2  # form, scope, family
     tables = {
         "license_signals": """CREATE TABLE license_signals (
             doc_id VARCHAR NOT NULL,
             license VARCHAR,          -- SPDX expression (CC licences by their SPDX ids), NULL for notices without one
             use_class VARCHAR NOT NULL,  -- rules/licenses/use_classes.toml: permissive, copyleft, noncommercial, ...
             evidence VARCHAR NOT NULL,   -- full_text, notice, spdx_identifier, cc_url, cc_name, rel_license,
-                                         -- public_domain, copyright_notice, all_rights_reserved, restrictive_notice
+                                         -- public_domain, copyright_notice, all_rights_reserved, restrictive_notice,
+                                         -- reference (a licence named, not quoted: see form)
             "start" BIGINT,           -- code-point span in documents.text
             "end" BIGINT,
-            score DOUBLE              -- full_text: F1 of template recall and precision; notices: fixed confidence
+            score DOUBLE,             -- full_text: F1 of template recall and precision; others: fixed confidence
+            form VARCHAR,             -- reference: dep5_field, statement, heading, badge, url, metadata
+            scope VARCHAR NOT NULL,   -- self, files (a DEP-5 paragraph naming files), mention (not a grant)
+            family BOOLEAN            -- the text names a family without a version (LicenseRef-<family> or the
+                                      -- family's least specific id)
         )""",
     }
     output = "license_signals"
@@ -84,30 +91,40 @@ class Licenses(Detector):
         return pa.table(rows, schema=SCHEMA)
 
     def assets(self) -> list[dict[str, str]]:
-        """The templates (templates.toml and every template file, one hash) and the use-class table: editing any
-        of them recomputes the stage."""
-        return [templates_asset(), classes_asset()]
+        """The templates (templates.toml and every template file, one hash), the use-class table and the references
+        table: editing any of them recomputes the stage."""
+        return [templates_asset(), classes_asset(), references_asset()]
 
     def signals_sql(self, rules: dict[str, Any]) -> str:
         granting = ", ".join(f"'{c}'" for c in GRANTING)
         order = ", ".join(f"'{c}'" for c in CLASSES[:-1])
+        # a licence the text only mentions ("compatible with the GPL") grants nothing: the columns rules act on
+        # count findings of scope `self` and `files` only; `license_mentions` lists the others
+        g = "scope <> 'mention'"
         return f"""
             SELECT doc_id,
-                   list(DISTINCT license ORDER BY license) FILTER (license IS NOT NULL) AS license_ids,
+                   list(DISTINCT license ORDER BY license) FILTER (license IS NOT NULL AND {g}) AS license_ids,
                    list(DISTINCT use_class ORDER BY use_class)
-                       FILTER (evidence <> 'copyright_notice') AS license_use_classes,
-                   CASE WHEN bool_or(use_class IN ({granting}))
+                       FILTER (evidence <> 'copyright_notice' AND {g}) AS license_use_classes,
+                   CASE WHEN bool_or(use_class IN ({granting}) AND {g})
                         THEN arg_max(use_class, list_position([{order}], use_class))
-                                 FILTER (use_class IN ({granting}))
+                                 FILTER (use_class IN ({granting}) AND {g})
                         WHEN bool_or(use_class = 'all-rights-reserved') THEN 'all-rights-reserved'
-                        WHEN bool_or(license IS NOT NULL) THEN 'unknown' END AS license_use_class,
-                   bool_or(use_class = 'noncommercial') AS license_noncommercial,
-                   bool_or(use_class = 'no-derivatives') AS license_no_derivatives,
-                   bool_or(use_class = 'copyleft') AS license_copyleft,
+                        WHEN bool_or(license IS NOT NULL AND {g}) THEN 'unknown' END AS license_use_class,
+                   coalesce(bool_or(use_class = 'noncommercial' AND {g}), false) AS license_noncommercial,
+                   coalesce(bool_or(use_class = 'no-derivatives' AND {g}), false) AS license_no_derivatives,
+                   coalesce(bool_or(use_class = 'copyleft' AND {g}), false) AS license_copyleft,
                    bool_or(evidence = 'full_text') AS license_full_text,
-                   bool_or(evidence = 'all_rights_reserved') AND NOT coalesce(bool_or(use_class IN ({granting})),
-                       false) AS license_all_rights_reserved,
-                   bool_or(evidence = 'restrictive_notice') AND NOT coalesce(bool_or(use_class IN ({granting})),
-                       false) AS license_restrictive,
-                   count(*) FILTER (evidence = 'copyright_notice') AS license_copyright_notices
+                   bool_or(evidence = 'all_rights_reserved') AND NOT coalesce(bool_or(use_class IN ({granting})
+                       AND {g}), false) AS license_all_rights_reserved,
+                   bool_or(evidence = 'restrictive_notice') AND NOT coalesce(bool_or(use_class IN ({granting})
+                       AND {g}), false) AS license_restrictive,
+                   count(*) FILTER (evidence = 'copyright_notice') AS license_copyright_notices,
+                   CASE WHEN bool_or(license IS NOT NULL AND scope = 'self') THEN 'self'
+                        WHEN bool_or(license IS NOT NULL AND scope = 'files') THEN 'files'
+                        WHEN bool_or(license IS NOT NULL) THEN 'mention' END AS license_scope,
+                   coalesce(bool_and(evidence = 'reference') FILTER (license IS NOT NULL AND {g}), false)
+                       AS license_by_reference,
+                   coalesce(list(DISTINCT license ORDER BY license) FILTER (license IS NOT NULL
+                       AND scope = 'mention'), []) AS license_mentions
             FROM license_signals GROUP BY doc_id"""
