@@ -24,7 +24,8 @@ def rules_file(path, when='"text_chars < 0"', action="drop", extra="", rid='"tin
     ('when = true', "must be a string"),
     ('when = 5', "must be a string"),
     ('id = 5', "must be a string"),
-    ('', "no [[rules]]"),
+    ('', "is empty"),
+    ('rules = "x"', "array of tables"),
     ('[pii.entities]\n"X) AS y, (SELECT 1" = { action = "drop" }', "letters, digits and '_' only"),
 ])
 def test_rules_files_of_the_wrong_shape_are_refused(tmp_path, body, says):

@@ -27,7 +27,7 @@ from typing import Any
 from duckdb_engine import Dialect as _DuckDBDialect
 
 from curate.audit import facts as F
-from curate.core.manifest import MANIFEST, ROOT_HASH_SQL, ROW_HASH_SQL, ROW_HASH_SQL_V3
+from curate.core.manifest import MANIFEST, ROOT_HASH_SQL, ROW_HASH_SQL, ROW_HASH_SQL_V3, run_hash
 from curate.core.policy import DECISIONS
 from curate.core.workspace import DB_NAME, Workspace
 from curate.util.sql import literal
@@ -230,6 +230,10 @@ def manifest_suites(con, run: dict[str, Any]) -> list[Suite]:
         return int(v or 0)  # numbers from run.json are spliced as integers only
 
     literal_root = "'" + root + "'" if re.fullmatch(r"[0-9a-f]{64}", root) else "NULL"
+    rows_root = f"(SELECT {ROOT_HASH_SQL} FROM manifest)"
+    if run.get("manifest", {}).get("format", 1) >= 2:  # the root covers run.json too (as `curate verify`)
+        digest = run_hash(run)
+        rows_root = f"sha256({rows_root} || {literal(digest)})"
     row_hash = ROW_HASH_SQL if n(run.get("schema_version")) >= 4 else ROW_HASH_SQL_V3  # as `curate verify`
     counts_sql = f"""SELECT {n(c.get('input_rows'))} AS input_rows,
         {n(c.get('documents'))} + {n(c.get('quarantined_rows'))} AS placed,
@@ -237,7 +241,7 @@ def manifest_suites(con, run: dict[str, Any]) -> list[Suite]:
         (SELECT count(*) FROM quarantine WHERE "row" IS NOT NULL) AS quarantine_rows,
         {n(c.get('quarantined_rows'))} AS run_quarantined,
         {" + ".join(str(n(v)) for v in by_action.values()) or "0"} AS run_by_action_total,
-        (SELECT {ROOT_HASH_SQL} FROM manifest) = {literal_root} AS root_matches"""
+        {rows_root} = {literal_root} AS root_matches"""
     per_action = " UNION ALL ".join(
         f"SELECT '{a}' AS action, (SELECT count(*) FROM manifest WHERE action = '{a}') AS rows, {n(by_action.get(a))} "
         "AS recorded" for a in ACTIONS)

@@ -82,10 +82,12 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Ruleset:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RuleError(f"{p}: not a valid TOML file: {e}") from None
     _check_names(raw, p)
-    if not isinstance(raw.get("rules"), list) or not raw["rules"]:
-        raise RuleError(f"{p}: no [[rules]]: a rules file needs at least one rule")
+    if not raw:
+        raise RuleError(f"{p}: the rules file is empty")
+    if not isinstance(raw.get("rules", []), list):
+        raise RuleError(f"{p}: `rules` must be an array of tables ([[rules]])")
     rules, seen = [], set()
-    for i, r in enumerate(raw["rules"]):
+    for i, r in enumerate(raw.get("rules", [])):
         if not isinstance(r, dict):
             raise RuleError(f"{p}: rule #{i + 1} is not a table ([[rules]])")
         rid = r.get("id") if isinstance(r.get("id"), str) else ""
