@@ -31,7 +31,7 @@ from curate.core.schema import ensure_stage_tables
 log = logging.getLogger("curate")
 
 # Packages of the stages that ship with curate (`curate/stages/<name>/`); each registers its Detector.
-BUILTIN = ("dedup_exact", "dedup_fuzzy", "quality", "licenses", "optout", "bias", "pii")
+BUILTIN = ("dedup_exact", "dedup_fuzzy", "quality", "licenses", "optout", "bias", "pii", "confidential", "phi")
 BUILTIN_MODULES = tuple(f"curate.stages.{name}" for name in BUILTIN)
 
 
