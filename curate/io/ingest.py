@@ -12,6 +12,8 @@ import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +93,12 @@ class IngestSummary:
 
 
 class CorruptStream(Exception):
-    """The compressed stream ends early or is damaged; rows before it are good."""
+    """The compressed stream ends early (`damaged` False: the bytes before are exact) or a member of it is damaged
+    (`damaged` True: the bytes decoded from that member may be altered)."""
+
+    def __init__(self, message: str, damaged: bool):
+        super().__init__(message)
+        self.damaged = damaged
 
 
 def shard_format(path: str) -> tuple[str, str | None]:
@@ -186,7 +193,8 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, uri: str, fields: Fields, max_d
     except UserError as e:
         return _record_failed(con, shown, sha, size, str(e))
     name = uri.rstrip("/").rsplit("/", 1)[-1]
-    source = Source(uri, endpoint, kind, compression)
+    alias = _literal_alias(uri)
+    source = Source(uri, endpoint, kind, compression, alias)
     try:
         # Temp tables live outside the transaction, so a failed fast read does not abort it.
         whole_file_error = _fill_stage(con, source, name, fields, max_doc_bytes)
@@ -216,7 +224,22 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, uri: str, fields: Fields, max_d
         raise
     finally:
         _drop_temp(con)
+        if alias:
+            shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
     return report
+
+
+def _literal_alias(uri: str) -> str | None:
+    """DuckDB's readers expand `*`, `?` and `[` in the path they are given, so a local file named `g*.jsonl` would
+    swallow its siblings and `a[1].jsonl` would read `a1.jsonl`. Such a file is handed to DuckDB through a symlink
+    without those characters (in a temporary directory, removed after the shard); None when none is needed."""
+    if not lake.is_local(uri) or not lake.has_glob(path := lake.duckdb_path(None, uri)):
+        return None
+    d = tempfile.mkdtemp(prefix="curate-shard-")
+    alias = os.path.join(d, "shard" + "".join(f".{p}" for p in os.path.basename(path).lower().split(".")[1:])
+                         .translate({ord(c): "_" for c in lake.GLOB_CHARS}))
+    os.symlink(path, alias)
+    return alias
 
 
 @dataclass(frozen=True)
@@ -227,13 +250,14 @@ class Source:
     endpoint: str | None
     kind: str  # jsonl | csv | parquet
     compression: str | None  # gzip | zstd | None
+    alias: str | None = None  # a glob-free symlink DuckDB reads instead of a local path with glob characters
 
     def duckdb_path(self, con: duckdb.DuckDBPyConnection) -> str | None:
         """The path DuckDB's own readers take, or None when DuckDB cannot read it directly: a compressed
         remote file (DuckDB does not decompress through a registered filesystem) goes row by row instead."""
         if self.compression and not lake.is_local(self.uri):
             return None
-        return lake.duckdb_path(con, self.uri, self.endpoint)
+        return self.alias or lake.duckdb_path(con, self.uri, self.endpoint)
 
     def open(self):
         return lake.open_input(self.uri, self.endpoint)
@@ -296,6 +320,10 @@ ROLES = ("id", "text", "url")
 def _fill_stage(con, source: Source, name: str, fields: Fields, max_doc_bytes: int) -> str | None:
     """Fill _stage; returns an error when not a single row could be read from the file."""
     kind, path = source.kind, source.duckdb_path(con)
+    if path is not None and source.compression and _stream_error(source):
+        path = None  # truncated or damaged: DuckDB would stop quietly at the break, so row by row
+    if path is not None and kind == "csv" and _csv_header_error(source, fields, max_doc_bytes):
+        path = None  # DuckDB would rename the second column and read the first; row by row, each row says why
     if path is not None:
         try:
             _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
@@ -313,8 +341,12 @@ def _fill_stage(con, source: Source, name: str, fields: Fields, max_doc_bytes: i
     if kind == "parquet":
         _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
     else:
-        rows = _jsonl_rows(source, max_doc_bytes) if kind == "jsonl" else _csv_rows(source, fields, max_doc_bytes)
+        reading = _Reading()
+        rows = (_jsonl_rows(source, max_doc_bytes, reading) if kind == "jsonl"
+                else _csv_rows(source, fields, max_doc_bytes, reading))
         _load_lines(con, rows)
+        if reading.stream_error and one(con.execute("SELECT count(line) FROM _lines"))[0] == 0:
+            return reading.stream_error  # not a single row before the break: the file is unreadable
         con.execute(f"""CREATE TEMP VIEW _src AS
             SELECT "row", {_from_object("j", fields)}, left(line, {RAW_CAP}) AS raw,
                    CASE WHEN pre_error IS NOT NULL THEN pre_error
@@ -402,7 +434,10 @@ def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
                            maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY AS s""")
         return
     if kind == "csv":
-        scan = (f"read_csv({src}, header = true, all_varchar = true, strict_mode = true, "
+        # The dialect is fixed (RFC 4180, as the row-by-row reader reads it): left to the sniffer, one stray quote
+        # made it choose "no quoting" and keep literal quotes in every row.
+        scan = (f"read_csv({src}, header = true, all_varchar = true, strict_mode = true, delim = ',', "
+                f"quote = '\"', escape = '\"', comment = '', skip = 0, "
                 f"max_line_size = {max_doc_bytes + 65536}) WITH ORDINALITY AS s")
         row = "ordinality - 1"
     else:
@@ -412,6 +447,11 @@ def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
     for r, f in roles:
         if f not in types:
             cols.append(f"NULL::VARCHAR AS {r}, NULL::VARCHAR AS {r}_type")
+        elif types[f] == "BLOB":  # Parquet BINARY without the UTF-8 annotation: text when it decodes as UTF-8
+            text = f'try(decode(s."{f}"))'
+            cols.append(f"{text} AS {r}, CASE WHEN s.\"{f}\" IS NOT NULL THEN 'VARCHAR' END AS {r}_type")
+            errors.append(f"CASE WHEN s.\"{f}\" IS NOT NULL AND {text} IS NULL "
+                          f"THEN 'field \"{f}\" is binary data that is not valid UTF-8' END")
         else:
             value = f"nullif(s.\"{f}\", '')" if kind == "csv" else f's."{f}"::VARCHAR'
             jtype = _json_type_of(types[f])
@@ -436,14 +476,14 @@ def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
 def _json_type_of(duckdb_type: str) -> str:
     """The JSON type a typed (Parquet) column's values would have, for the shared validation."""
     t = duckdb_type.upper()
-    if t in ("VARCHAR", "BLOB") or t.startswith("VARCHAR"):
+    if t.endswith("]") or t.startswith("LIST"):  # VARCHAR[] is a list, not text
+        return "ARRAY"
+    if t in ("VARCHAR", "BLOB"):
         return "VARCHAR"
     if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
         return "BIGINT"
     if t == "BOOLEAN":
         return "BOOLEAN"
-    if t.endswith("]") or t.startswith("LIST"):
-        return "ARRAY"
     if t.startswith(("STRUCT", "MAP", "JSON")):
         return "OBJECT"
     return "DOUBLE"
@@ -545,17 +585,39 @@ def _first_line(e: BaseException) -> str:
 
 # -- the row-by-row readers -----------------------------------------------------------------------
 Row = tuple[int, "str | None", "str | None"]  # (row, line, pre_error)
+BOM = b"\xef\xbb\xbf"
+ZSTD_PIECE = 1 << 15  # zstd input fed per call: bounds the output one call can hold (zlib has max_length)
 
 
-def _chunks(source: Source) -> Iterator[bytes]:
-    """Decompressed bytes of a file; raises CorruptStream at a truncated or damaged member/frame."""
+@dataclass(frozen=True)
+class Taint:
+    """Rows from `first` on were read from a damaged gzip member or zstd frame: their bytes may be altered."""
+
+    first: int
+    error: str
+
+
+@dataclass
+class _Reading:
+    """What a row-by-row read learnt about the file as a whole."""
+
+    stream_error: str | None = None  # the file's bytes end early or are damaged (rows after it are lost)
+    taint_from: int = 0  # rows yielded before the current member's first byte was decoded
+
+
+def _chunks(source: Source, on_member=None) -> Iterator[bytes]:
+    """Decompressed bytes of a file. `on_member()` is called before the first bytes of each gzip member or zstd
+    frame. Raises CorruptStream when the data ends inside a member (truncated: what came before is exact) or a
+    member is damaged (its bytes fail to decode or fail the member's check: gzip's CRC-32 and length, zstd's
+    checksum when the frame has one); a zero-byte compressed file is damaged too."""
     compression = source.compression
     with source.open() as f:
         if compression is None:
             while chunk := f.read(CHUNK):
                 yield chunk
             return
-        if compression == "gzip":
+        gzip = compression == "gzip"
+        if gzip:
             new = lambda: zlib.decompressobj(wbits=31)  # noqa: E731
             errors: tuple[type[BaseException], ...] = (zlib.error,)
         else:
@@ -563,31 +625,89 @@ def _chunks(source: Source) -> Iterator[bytes]:
 
             new = zstandard.ZstdDecompressor().decompressobj
             errors = (zstandard.ZstdError,)
-        dec, started = new(), False
-        while data := f.read(CHUNK):
-            while data:
+        unit = "member" if gzip else "frame"
+        dec, member, fed, produced, more, total = new(), 1, False, False, False, 0
+        while (data := f.read(CHUNK)) or more:
+            total += len(data)
+            while data or more:
                 try:
-                    out = dec.decompress(data)
+                    if gzip:  # at most CHUNK bytes out per call, the rest of the input waits in unconsumed_tail
+                        before = dec.copy()
+                        out = dec.decompress(data, CHUNK)
+                        rest, more = dec.unconsumed_tail, len(out) == CHUNK and not dec.eof
+                    else:
+                        out, rest = dec.decompress(data[:ZSTD_PIECE]), data[ZSTD_PIECE:]
                 except errors as e:
-                    raise CorruptStream(f"damaged {compression} data: {_first_line(e)}") from None
-                started = True
+                    if gzip:  # what this call decoded before the error: fed again in small pieces
+                        yield from _salvage(before, data, on_member if not produced else None)
+                    why = _first_line(e).removeprefix("Error -3 while decompressing data: ")
+                    raise CorruptStream(f"{compression} {unit} {member} is damaged ({why})", damaged=True) from None
+                fed = fed or bool(data)
                 if out:
+                    if not produced and on_member:
+                        on_member()
+                    produced = True
                     yield out
                 if dec.eof:
-                    data = dec.unused_data
-                    dec, started = new(), False
+                    data, more = dec.unused_data + rest, False
+                    dec, member, fed, produced = new(), member + 1, False, False
                 else:
-                    data = b""
-        if started and not dec.eof:
-            raise CorruptStream(f"{compression} stream is truncated (its last member ends early)")
+                    data = rest
+        if total == 0:
+            raise CorruptStream(f"empty file: no {compression} data in it", damaged=True)
+        if fed and not dec.eof:
+            raise CorruptStream(f"{compression} data ends early, inside {unit} {member} (the file is truncated)",
+                                damaged=False)
 
 
-def _lines(source: Source, max_bytes: int) -> Iterator[tuple[bytes | None, str | None]]:
-    """Non-blank lines as bytes, or (None, error) for an oversized line or a damaged stream."""
-    buf = bytearray()
-    skipping = False
+def _salvage(dec, data: bytes, on_member) -> Iterator[bytes]:
+    """The bytes a zlib decompressor gives for `data` before the error it raises on it: fed in pieces, and the
+    piece that fails once more byte by byte."""
+    step = 256
+    i = 0
+    while i < len(data):
+        before = dec.copy()
+        try:
+            out = dec.decompress(data[i : i + step])
+        except zlib.error:
+            if step == 1:
+                return
+            dec, step = before, 1
+            continue
+        i += step
+        if out:
+            if on_member:
+                on_member()
+                on_member = None
+            yield out
+
+
+def _stream_error(source: Source) -> str | None:
+    """Why a compressed file's data is not whole (decompressing it once, output discarded), or None: DuckDB's own
+    readers stop quietly at a truncated stream and check no CRC, so the fast path is taken only after this."""
     try:
-        for chunk in _chunks(source):
+        for _ in _chunks(source):
+            pass
+    except CorruptStream as e:
+        return str(e)
+    return None
+
+
+def _lines(source: Source, max_bytes: int, reading: _Reading) -> Iterator[tuple[bytes | None, str | None] | Taint]:
+    """Non-blank lines as bytes, or (None, error) for an oversized line or a damaged stream; a Taint when a member
+    turns out damaged after its rows were given out."""
+    buf = bytearray()
+    skipping, first, n = False, True, 0
+
+    def on_member() -> None:
+        reading.taint_from = n  # every line given out so far was complete before this member's first byte
+
+    try:
+        for chunk in _chunks(source, on_member):
+            if first:  # a UTF-8 byte order mark starts the file, not its first row
+                first = False
+                if chunk.startswith(BOM):
+                    chunk = chunk[len(BOM):]
             start = 0
             while True:
                 nl = chunk.find(b"\n", start)
@@ -596,6 +716,7 @@ def _lines(source: Source, max_bytes: int) -> Iterator[tuple[bytes | None, str |
                         buf += chunk[start:]
                         if len(buf) > max_bytes:
                             yield None, f"row longer than the limit of {max_bytes} bytes"
+                            n += 1
                             buf.clear()
                             skipping = True
                     break
@@ -605,54 +726,96 @@ def _lines(source: Source, max_bytes: int) -> Iterator[tuple[bytes | None, str |
                     buf += chunk[start:nl]
                     if buf.strip():
                         yield bytes(buf), None
+                        n += 1
                 buf.clear()
                 start = nl + 1
     except CorruptStream as e:
+        reading.stream_error = str(e)
+        if e.damaged and n > reading.taint_from:
+            yield Taint(reading.taint_from, f"{e}: this row was decoded from it and may be altered")
         yield None, f"{e}; rows after this point are lost"
         return
     if buf.strip() and not skipping:
         yield bytes(buf), None
 
 
-def _jsonl_rows(source: Source, max_bytes: int) -> Iterator[Row]:
-    for row, (line, error) in enumerate(_lines(source, max_bytes)):
+def _jsonl_rows(source: Source, max_bytes: int, reading: _Reading) -> Iterator[Row | Taint]:
+    row = 0
+    for item in _lines(source, max_bytes, reading):
+        if isinstance(item, Taint):
+            yield item
+            continue
+        line, error = item
         if line is None:
             yield row, None, error
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield row, line.decode("utf-8", "backslashreplace"), f"invalid UTF-8 at byte {e.start}"
-            continue
-        try:
-            json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:
-            yield row, text, f"malformed JSON: {e}"
-            continue
-        yield row, text, None
+        else:
+            yield row, *_check_json(line)
+        row += 1
+
+
+def _check_json(line: bytes) -> tuple[str, str | None]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return line.decode("utf-8", "backslashreplace"), f"invalid UTF-8 at byte {e.start}"
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        return text, f"malformed JSON: {e}"
+    return text, None
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _csv_rows(source: Source, fields: Fields, max_bytes: int) -> Iterator[Row]:
+def _csv_reader(source: Source, max_bytes: int, on_member=None):
+    import csv
+
+    raw = io.BufferedReader(_IterStream(_chunks(source, on_member)))
+    # utf-8-sig: a byte order mark before the header is not part of the first column's name
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    csv.field_size_limit(max_bytes + 65536)
+    return csv.reader(text, strict=True)
+
+
+def _csv_duplicates(header: list[str], fields: Fields) -> str | None:
+    """Why the rows cannot be read unambiguously: a field curate reads is named twice in the header."""
+    twice = [f for f in (fields.id, fields.text, fields.url, fields.meta) if header.count(f) > 1]
+    return f'the header names "{twice[0]}" {header.count(twice[0])} times' if twice else None
+
+
+def _csv_header_error(source: Source, fields: Fields, max_bytes: int) -> str | None:
+    """_csv_duplicates of the file's header (read here, since DuckDB renames a repeated column quietly)."""
+    import csv
+
+    try:
+        return _csv_duplicates(next(_csv_reader(source, max_bytes)), fields)
+    except (StopIteration, csv.Error, CorruptStream, UnicodeError):
+        return None  # the full read reports it
+
+
+def _csv_rows(source: Source, fields: Fields, max_bytes: int, reading: _Reading) -> Iterator[Row | Taint]:
     """CSV rows as JSON objects; invalid UTF-8 is caught per row (surrogateescape)."""
     import csv
 
-    raw = io.BufferedReader(_IterStream(_chunks(source)))
-    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
-    csv.field_size_limit(max_bytes + 65536)
-    reader = csv.reader(text, strict=True)
     row = 0
+
+    def on_member() -> None:
+        reading.taint_from = row  # rows given out so far were parsed before this member was decompressed
+
+    reader = _csv_reader(source, max_bytes, on_member)
     try:
         header = next(reader)
+        duplicate = _csv_duplicates(header, fields)
         for values in reader:
-            if not any(values):
-                continue
+            if not values:
+                continue  # a blank line (a row of empty fields is a row)
             line = json.dumps(dict(zip(header, values, strict=False)), ensure_ascii=False)
             error = None
-            if len(values) != len(header):
+            if duplicate:
+                error = duplicate
+            elif len(values) != len(header):
                 error = f"{len(values)} fields where the header has {len(header)}"
             elif any(_has_surrogate(v) for v in values):
                 error = "invalid UTF-8"
@@ -666,9 +829,14 @@ def _csv_rows(source: Source, fields: Fields, max_bytes: int) -> Iterator[Row]:
                     except ValueError:
                         error = f'field "{fields.meta}" is not valid JSON'
                 line = json.dumps(obj, ensure_ascii=False)
+            if error and _has_surrogate(line):
+                line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             yield row, line, error
             row += 1
     except (csv.Error, CorruptStream) as e:
+        reading.stream_error = str(e)
+        if isinstance(e, CorruptStream) and e.damaged and row > reading.taint_from:
+            yield Taint(reading.taint_from, f"{e}: this row was decoded from it and may be altered")
         yield row, None, f"unreadable CSV after row {row - 1}: {e}; rows after this point are lost"
     except StopIteration:
         return
@@ -702,8 +870,8 @@ class _IterStream(io.RawIOBase):
         return n
 
 
-def _load_lines(con: duckdb.DuckDBPyConnection, rows: Iterator[Row]) -> None:
-    """Stream rows into the temp table _lines in bounded Arrow batches."""
+def _load_lines(con: duckdb.DuckDBPyConnection, rows: Iterator[Row | Taint]) -> None:
+    """Stream rows into the temp table _lines in bounded Arrow batches; a Taint marks rows already in as bad."""
     con.execute('CREATE TEMP TABLE _lines ("row" BIGINT, line VARCHAR, pre_error VARCHAR)')
     schema = pa.schema([("row", pa.int64()), ("line", pa.string()), ("pre_error", pa.string())])
     batch: list[Row] = []
@@ -720,11 +888,13 @@ def _load_lines(con: duckdb.DuckDBPyConnection, rows: Iterator[Row]) -> None:
             batch.clear()
 
     for r in rows:
+        if isinstance(r, Taint):
+            flush()
+            con.execute('UPDATE _lines SET pre_error = ? WHERE "row" >= ?', [r.error, r.first])
+            continue
         batch.append(r)
         size += len(r[1] or "")
         if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
             flush()
             size = 0
     flush()
-
-

@@ -231,7 +231,7 @@ def expand(patterns: Iterable[str], endpoint: str | None = None) -> list[str]:
             regex = _glob_regex(rest) if rest else None
             show_hidden = re.search(r"(^|/)\.", rest) is not None
             selector = pafs.FileSelector(base, recursive=not rest or "/" in rest or "**" in rest, allow_not_found=True)
-            for found in fs.get_file_info(selector):
+            for found in _listing(fs, selector):
                 rel = found.path[len(base) :].lstrip("/")
                 if not found.is_file or TMP_RE.match(rel.rsplit("/", 1)[-1]):
                     continue
@@ -240,6 +240,33 @@ def expand(patterns: Iterable[str], endpoint: str | None = None) -> list[str]:
                 if (regex.fullmatch(rel) if regex else SHARD_RE.search(rel)) is not None:
                     out.add(f"{prefix.rstrip('/')}/{rel}" if prefix else rel)
     return sorted(out)
+
+
+def _listing(fs: pafs.FileSystem, selector: pafs.FileSelector) -> Iterable[pafs.FileInfo]:
+    """The files under a selector. On local disk a directory reached twice (a symlink loop, or two links to one
+    directory) is listed once, where pyarrow's own recursive listing follows a loop until the path is too long
+    (with two loops, for ever)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        yield from fs.get_file_info(selector)
+        return
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(selector.base_dir, followlinks=True):
+        try:
+            st = os.stat(top)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if not selector.recursive:
+            dirs[:] = []
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            if os.path.isfile(path):  # a dangling symlink is no file
+                yield pafs.FileInfo(path, pafs.FileType.File)
 
 
 def stat(uri: str, endpoint: str | None = None) -> ObjectInfo:
