@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := work/demo
 
-.PHONY: install browser demo test lint clean quality-model
+.PHONY: install browser postgres demo test lint clean quality-model
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -14,12 +14,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall -c constraints.txt fasttext-numpy2
 	touch $@
 
-install: $(VENV)/.installed browser
+install: $(VENV)/.installed browser postgres
 
-# Headless Chromium for the report's browser test (Debian packages; as root, quiet, only when missing).
+# Headless Chromium for the report's and the portal's browser tests (Debian packages; as root, quiet, only when
+# missing).
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+# PostgreSQL for the portal's tests (they start their own server on 127.0.0.1 in a temporary directory).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 demo: install
 	rm -rf $(DEMO)

@@ -15,7 +15,7 @@ import traceback
 from curate.cli.app import app
 
 # Each group registers its commands, in `curate --help` order.
-for _group in ("pipeline", "audit", "quality", "optout", "config"):
+for _group in ("pipeline", "audit", "quality", "optout", "config", "portal"):
     importlib.import_module(f"curate.cli.{_group}")
 
 

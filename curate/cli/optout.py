@@ -181,3 +181,22 @@ def optout_apply(
         out.print(f"… {r.diff.num_rows - limit} more in {r.diff_path}")
     out.print(f"manifest: {r.manifest.path} ({r.manifest.rows} rows, root {r.manifest.root_hash[:16]}…); "
               f"diff: {r.diff_path}; " + ", ".join(f"{k} {v:.2f}s" for k, v in r.seconds.items()), highlight=False)
+
+
+@optout_app.command("sync")
+@friendly
+def optout_sync(
+    ws: WS,
+    source: Annotated[str, typer.Option("--from", help="The portal's store (SQLite path or postgresql:// DSN) "
+                                                       "or a running portal's URL.")],
+    token: Annotated[str | None, typer.Option(help="Operator token for a portal URL (default: "
+                                                   "$CURATE_PORTAL_TOKEN).")] = None,
+    pending: Annotated[bool, typer.Option(help="Bring unverified requests too (verified=false), for a rules "
+                                               "file that decides on optout_verified.")] = False,
+) -> None:
+    """Pull the portal's new verified events into the registry (each once), before `curate optout apply`."""
+    from curate.portal.sync import sync
+
+    r = sync(Workspace(ws), source, pending=pending, token=token)
+    out.print(f"{r.added} added, {r.revoked} revoked, {r.skipped} with nothing to do, {r.already} already synced; "
+              f"registry version {r.version}", highlight=False)

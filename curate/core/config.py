@@ -61,6 +61,8 @@ def variables() -> list[EnvVar]:
                "`--workers N` wins.", valid=lambda v: v.isdigit()),
         EnvVar("CURATE_LOG", "text",
                "Event format on stderr: text or json. `--log-format` wins.", valid=lambda v: v in ("text", "json")),
+        EnvVar("CURATE_PORTAL_TOKEN", "",
+               "operator token `curate optout sync --from URL` sends to a running portal (`--token` wins)"),
         EnvVar("CURATE_LOCK_WAIT", "60",
                "seconds a reader waits for a workspace that a command is writing (the writer lets it in at its "
                "next commit)"),
