@@ -27,6 +27,23 @@ def _masked(kind: str, value: str, reveal: bool) -> str:
     return value if len(value) <= 100 else value[:97] + "..."
 
 
+def _person(name: str | None, reveal: bool) -> str | None:
+    """Creators are people (or organisations) too: their names are shown only on request, like authors."""
+    import hashlib
+
+    if name is None or reveal:
+        return name
+    return f"<creator sha256:{hashlib.sha256(name.encode()).hexdigest()[:12]}>"
+
+
+def _cell(column: str, row: dict, reveal: bool):
+    if column == "value":
+        return _masked(row["kind"], row["value"], reveal)
+    if column == "creator":
+        return _person(row["creator"], reveal)
+    return row[column]
+
+
 @optout_app.command("add")
 @friendly
 def optout_add(
@@ -88,19 +105,18 @@ def optout_list(
     ws: WS,
     all_entries: Annotated[bool, typer.Option("--all", help="Include revoked entries.")] = False,
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
-    reveal: Annotated[bool, typer.Option(help="Show author names (personal data).")] = False,
+    reveal: Annotated[bool, typer.Option(help="Show author and creator names (personal data).")] = False,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
     fmt: Format = None,
 ) -> None:
-    """The registry's entries (active ones unless --all)."""
+    """The registry's entries (active ones unless --all); author and creator names only with --reveal."""
     from curate.stages import optout
 
     w = Workspace(ws)
     df = optout.entries(w, include_revoked=all_entries, kind=kind)
     with w.connect() as con:
         st = optout.state(con)
-    rows = [[_masked(r["kind"], r["value"], reveal) if c == "value" else r[c] for c in df.columns]
-            for r in df.head(limit).iter_rows(named=True)]
+    rows = [[_cell(c, r, reveal) for c in df.columns] for r in df.head(limit).iter_rows(named=True)]
     emit(f"registry version {st.version}, {st.active} active entries, sha256 {st.sha256}", df.columns, rows, fmt)
     if df.height > limit and (fmt or "table") == "table":
         out.print(f"… {df.height - limit} more (use --limit)")
@@ -112,7 +128,7 @@ def optout_log(
     ws: WS,
     since: Annotated[int, typer.Option(help="Show events after this registry version.")] = 0,
     verify: Annotated[bool, typer.Option(help="Recompute the hash chain; exit 1 on any mismatch.")] = False,
-    reveal: Annotated[bool, typer.Option(help="Show author names (personal data).")] = False,
+    reveal: Annotated[bool, typer.Option(help="Show author and creator names (personal data).")] = False,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
 ) -> None:
     """The registry's events, oldest first, each with the hash of the version it created."""
@@ -120,8 +136,7 @@ def optout_log(
 
     w = Workspace(ws)
     df = optout.log(w, since)
-    rows = [[_masked(r["kind"], r["value"], reveal) if c == "value" else
-             (r[c][:16] + "…" if c == "chain_hash" else r[c]) for c in df.columns]
+    rows = [[r[c][:16] + "…" if c == "chain_hash" else _cell(c, r, reveal) for c in df.columns]
             for r in df.head(limit).iter_rows(named=True)]
     out.print(table(f"{df.height} event(s)", df.columns, rows))
     if verify:
@@ -139,18 +154,18 @@ def optout_log(
 def optout_import_site(
     ws: WS,
     domain: Annotated[str, typer.Option(help="The host the files were fetched from.")],
+    fetched_at: Annotated[str, typer.Option(help="When the files were fetched (ISO 8601): dates the evidence.")],
     robots: Annotated[Path | None, typer.Option(help="Its robots.txt.")] = None,
     tdmrep: Annotated[Path | None, typer.Option(help="Its /.well-known/tdmrep.json.")] = None,
     ai_txt: Annotated[Path | None, typer.Option("--ai-txt", help="Its ai.txt.")] = None,
     creator: Annotated[str | None, typer.Option(help="Who fetched or sent them (default: the host).")] = None,
     evidence: Evidence = "",
-    received_at: ReceivedAt = None,
 ) -> None:
     """Register a site's robots.txt / tdmrep.json / ai.txt (a newer file replaces the older)."""
     from curate.stages import optout
 
     changes, st = optout.import_site(Workspace(ws), domain, robots=robots, tdmrep=tdmrep, ai_txt=ai_txt,
-                                     creator=creator, evidence=evidence, received_at=received_at)
+                                     creator=creator, evidence=evidence, fetched_at=fetched_at)
     for kind, entry_id, changed in changes:
         out.print(f"{kind}: {entry_id} {'registered' if changed else 'unchanged'}", highlight=False)
     out.print(f"registry version {st.version} (sha256 {st.sha256[:16]}…)", highlight=False)
@@ -200,3 +215,36 @@ def optout_sync(
     r = sync(Workspace(ws), source, pending=pending, token=token)
     out.print(f"{r.added} added, {r.revoked} revoked, {r.skipped} with nothing to do, {r.already} already synced; "
               f"registry version {r.version}", highlight=False)
+
+
+@optout_app.command("evidence")
+@friendly
+def optout_evidence(
+    ws: WS,
+    domain: Annotated[str | None, typer.Option(help="Only this host and the hosts under it.")] = None,
+    entry: Annotated[str | None, typer.Option(help="The history of one registry entry instead.")] = None,
+    reveal: Annotated[bool, typer.Option(help="Show author and creator names (personal data).")] = False,
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 200,
+    fmt: Format = None,
+) -> None:
+    """What showed each reservation honoured: the site file (SHA-256, date fetched, rule) or the document's own
+    header / meta value, with the documents it reserves; --entry ENTRY_ID: that entry's dated history."""
+    from curate.stages.optout import registry
+    from curate.stages.optout.evidence import evidence_rows
+
+    w = Workspace(ws)
+    if entry is not None:
+        df = registry.history(w, entry)
+        rows = [[r[c][:16] + "…" if c == "chain_hash" else _cell(c, r, reveal) for c in df.columns]
+                for r in df.iter_rows(named=True)]
+        emit(f"entry {entry}: {df.height} event(s)", df.columns, rows, fmt)
+        return
+    with w.connect() as con:
+        found = evidence_rows(con, domain)
+    cols = ["standard", "reservation", "source", "host", "shown_by", "sha256", "fetched_at", "entry_id", "documents",
+            "removed", "example"]
+    rows = [[(r[c][:16] + "…" if c == "sha256" and r[c] and (fmt or "table") == "table" else r[c]) for c in cols]
+            for r in found[:limit]]
+    emit(f"{len(found)} piece(s) of evidence" + (f" for {domain}" if domain else ""), cols, rows, fmt)
+    if len(found) > limit and (fmt or "table") == "table":
+        out.print(f"… {len(found) - limit} more (use --limit)")

@@ -13,11 +13,12 @@ from curate.audit import charts
 from curate.audit import facts as F
 from curate.audit.card import absent_text, md_table
 from curate.audit.report import Section, absent, any_html, figure, html_table
+from curate.stages.optout.evidence import by_standard
 
 TABLE = "optout_matches"
 EXPECTATIONS = {TABLE: {"required": ("entry_id", "match_kind")}}
-RESERVATION_KINDS = {"robots-noai", "tdm-reservation", "x-robots-tag", "noai", "noimageai", "robots", "tdmrep",
-                     "ai-txt", "ai.txt", "robots.txt"}
+# Match kinds of site files: their documents are listed once, as reservations (from optout_signals).
+SITE_MATCH_KINDS = {"robots_txt", "ai_txt", "tdmrep", "content_usage", "content_signal"}
 
 
 def registry_info(run: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +66,13 @@ def report_sections(con, ctx: F.Context) -> list[Section]:
     else:
         parts.append('<p class="note">No document matches an opt-out entry.</p>')
     parts.append(html_table(rows, ["match_kind", "registry_version", "entries", "matched", "removed"]))
+    std = by_standard(con)
+    if std:
+        parts.append("<p>Reservations honoured, by standard and by where the evidence came from (a site file the "
+                     "crawl team fetched, or the document's own header or meta value; <code>curate optout evidence"
+                     "</code> lists each piece with its hash and date). Standards still in draft are marked "
+                     "<i>(draft)</i>.</p>")
+        parts.append(html_table(std, ["standard", "status", "source", "documents", "removed"]))
     return [Section("optout", "Opt-outs", 60, parts)]
 
 
@@ -89,17 +97,25 @@ def card_facts(con, ctx: F.Context) -> dict[str, Any]:
               f"{r['match_kind']} (registry version {r['registry_version']})")
              + f": {r['matched']:,} documents matched, {r['removed']:,} removed" for r in rows]
     head = ("Opt-out requests (creator registry entries) and machine-readable reservations (robots `noai`, "
-            "`tdm-reservation`, `X-Robots-Tag`, robots.txt/ai.txt/TDMRep where the crawl team supplied them) are "
-            "matched against every document; the policy removes matched documents. ")
+            "`tdm-reservation`, `X-Robots-Tag`, the `Content-Usage` header, CAWG training-and-data-mining assertions "
+            "in content credentials, and robots.txt (agent groups, Content-Usage and Content-Signal lines), ai.txt "
+            "and TDMRep where the crawl team supplied them) are matched against every document; the policy removes "
+            "matched documents. ")
     tail = f" Registry versions applied: {', '.join(versions) or 'none'}."
     if reg:
         tail += f" run.json records: {json.dumps(reg, sort_keys=True, default=str)}."
     out: dict[str, Any] = {"optout": head + ("; ".join(lines) + "." if lines else "No document matched an opt-out.")
                            + tail}
     if rows:
-        res = [r for r in rows if r.get("source") == "reservation" or r["match_kind"] in RESERVATION_KINDS]
-        entries = [r for r in rows if r not in res]
-        out["reservations"] = ["Machine-readable reservations honoured:", "",
+        res = [r for r in rows if r.get("source") == "reservation"]
+        entries = [r for r in rows if r.get("source") != "reservation" and r["match_kind"] not in SITE_MATCH_KINDS]
+        std = by_standard(con)
+        out["reservations"] = ["Machine-readable reservations honoured, by standard (standards still in draft are "
+                               "marked as drafts; the evidence is a site file kept with its SHA-256 and the date it "
+                               "was fetched, or the document's own header or meta value):", "",
+                               md_table(std, ["standard", "status", "source", "documents", "removed"])
+                               if std else "None.", "",
+                               "Machine-readable reservations honoured, by marker:", "",
                                md_table(res, ["match_kind", "registry_version", "matched", "removed"]), "",
                                "Opt-out registry entries honoured:", "",
                                md_table(entries, ["match_kind", "registry_version", "entries", "matched", "removed"]),

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from curate.core.db import one
 from curate.core.errors import UserError
-from curate.stages.optout.normalize import MAX_NAME, canonical_url, entry_author, entry_domain
+from curate.stages.optout.normalize import MAX_NAME, canonical_url, entry_author, entry_domain, loads_bounded
 from curate.stages.optout.sitefiles import MAX_TDMREP_BYTES, parse_robots, parse_tdmrep
 from curate.util.text import content_hash, normalize
 
@@ -375,9 +375,11 @@ def _line(raw: bytes | None) -> dict[str, Any] | None:
     if not text or text.startswith("#"):
         return None
     try:
-        item = json.loads(text)
-    except ValueError as e:
+        item = loads_bounded(text)
+    except json.JSONDecodeError as e:
         raise RegistryError(f"malformed JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # nested too deeply
+        raise RegistryError(str(e)) from None
     if not isinstance(item, dict):
         raise RegistryError("expected a JSON object")
     unknown = sorted(set(item) - FIELDS)
@@ -391,14 +393,20 @@ def _line(raw: bytes | None) -> dict[str, Any] | None:
 def import_site(ws: Workspace, domain: str, robots: str | os.PathLike[str] | None = None,
                 tdmrep: str | os.PathLike[str] | None = None, ai_txt: str | os.PathLike[str] | None = None,
                 creator: str | None = None, evidence: str = "", received_at: Any = None,
-                verified: bool = True) -> tuple[list[tuple[str, str, bool]], RegistryState]:
+                verified: bool = True, fetched_at: Any = None) -> tuple[list[tuple[str, str, bool]], RegistryState]:
     """Register the site files the crawl team fetched for one host; a newer file replaces the older.
 
+    `fetched_at` (required; `received_at` is accepted for it) is when the files were fetched: the date the
+    evidence of a reservation names, stored as the event's received_at next to the file and its hash.
     Returns [(kind, entry_id, changed)] and the registry state."""
     try:
         host = entry_domain(domain)
     except ValueError as e:
         raise RegistryError(f"--domain {domain!r}: {e}") from None
+    when = fetched_at if fetched_at not in (None, "") else received_at
+    if when in (None, ""):
+        raise RegistryError("give the date the site files were fetched (--fetched-at, ISO 8601): it dates the "
+                            "evidence of every reservation they show")
     files = [(k, f) for k, f in (("robots_txt", robots), ("tdmrep", tdmrep), ("ai_txt", ai_txt)) if f]
     if not files:
         raise RegistryError("give at least one of --robots, --tdmrep, --ai-txt")
@@ -424,7 +432,7 @@ def import_site(ws: Workspace, domain: str, robots: str | os.PathLike[str] | Non
             parse_robots(text)  # lenient by design: never fails
         entries.append(Entry(kind, host, _text(creator or host, "creator", MAX_NAME),
                              _text(evidence or f"{kind} fetched from {host}", "evidence", MAX_EVIDENCE, False),
-                             _when(received_at), verified, text))
+                             _when(when), verified, text))
     with ws.connect(write=True) as con:
         active = _active_ids(con, (e.entry_id for e in entries))
         out, events = [], []
@@ -458,3 +466,16 @@ def log(ws: Workspace, since: int = 0):
     return ws.sql("""SELECT seq AS version, op, entry_id, kind, value, creator, evidence, received_at, verified,
                             CASE WHEN payload IS NOT NULL THEN strlen(payload) END AS payload_bytes, chain_hash
                      FROM optout_events WHERE seq > ? ORDER BY seq""", [since])
+
+
+def history(ws: Workspace, entry_id: str):
+    """Every event of one entry, oldest first: added, revoked, added again, each with its creator, evidence
+    and date. Revoking appends; nothing is deleted, so a revoked entry keeps its history."""
+    if not isinstance(entry_id, str) or len(entry_id) > 64:
+        raise RegistryError("entry_id must be a string such as oo-0123456789abcdef")
+    df = ws.sql("""SELECT seq AS version, op, entry_id, kind, value, creator, evidence, received_at, verified,
+                          CASE WHEN payload IS NOT NULL THEN sha256(payload) END AS payload_sha256, chain_hash
+                   FROM optout_events WHERE entry_id = ? ORDER BY seq""", [entry_id])
+    if df.height == 0:
+        raise RegistryError(f"no entry {entry_id!r} in the registry (see `curate optout list --all`)")
+    return df

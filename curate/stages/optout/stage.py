@@ -19,8 +19,17 @@ import pyarrow as pa
 from curate.core.db import one
 from curate.core.errors import ConfigError
 from curate.core.stage import Detector, StageConfig, register
-from curate.stages.optout import registry
-from curate.stages.optout.normalize import author_key, host_suffixes, normalize_url, request_path, url_key
+from curate.stages.optout import registry, standards
+from curate.stages.optout.normalize import (
+    MAX_JSON_DEPTH,
+    author_key,
+    host_suffixes,
+    json_depth,
+    normalize_url,
+    prune_json,
+    request_path,
+    url_key,
+)
 from curate.stages.optout.sitefiles import (
     agents_file,
     agents_version,
@@ -30,28 +39,65 @@ from curate.stages.optout.sitefiles import (
     parse_tdmrep,
     robots_reservation,
     tdmrep_rule,
+    usage_reservation,
 )
 from curate.stages.optout.work import work_matches
 from curate.util.assets import file_asset
 
+EVIDENCE_TYPE = pa.list_(pa.struct([("marker", pa.string()), ("source", pa.string()), ("value", pa.string())]))
 REGISTRY_KINDS = registry.KINDS
 SITE_KINDS = registry.SITE_KINDS
-# Per-document markers that reserve a text against AI training (noimageai reserves images only).
-RESERVING_MARKERS = ("robots:noai", "x-robots-tag:noai", "tdm-reservation:1")
+# Per-document markers that reserve a text against AI training (noimageai reserves images only; a CAWG entry
+# constrained with terms, or about data mining only, is recorded and not reserving).
+RESERVING_MARKERS = ("robots:noai", "x-robots-tag:noai", "tdm-reservation:1", "content-usage:train-ai=n",
+                     "cawg:ai_training=notAllowed", "cawg:ai_generative_training=notAllowed")
 DIRECTIVES = ("noai", "noimageai")
+MAX_EVIDENCE_VALUE = 512  # characters of a header or meta value kept as evidence
+RESERVATION_KEYS = ("html_meta", "headers", *standards.CREDENTIAL_KEYS)  # meta keys that can hold a reservation
 
 
-def doc_markers(meta: Any, agents: tuple[str, ...] = ()) -> tuple[list[str], int | None]:
-    """Reservation markers in a document's meta and its effective TDMRep value (header over HTML)."""
+@dataclasses.dataclass
+class DocKeys:
+    """What a document's `meta` says: reservation markers, its own TDMRep value, folded authors, and the
+    evidence (marker, source, value) of every marker."""
+
+    markers: list[str] = dataclasses.field(default_factory=list)
+    tdm: int | None = None
+    authors: list[str] = dataclasses.field(default_factory=list)
+    evidence: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+
+def parse_meta(meta: Any) -> tuple[dict[str, Any] | None, bool]:
+    """A document's meta as a dict (None when it is not an object), and whether parts nested deeper than
+    MAX_JSON_DEPTH were cut (CPython's decoder raises RecursionError near 1,000 levels)."""
     if isinstance(meta, str):
         try:
-            meta = json.loads(meta)
-        except ValueError:
-            return [], None
-    if not isinstance(meta, dict):
-        return [], None
-    markers: set[str] = set()
-    tdm: dict[str, int] = {}
+            # The depth is counted (a Python loop) only when there are enough brackets for it to exceed the bound.
+            pruned = meta.count("[") + meta.count("{") > MAX_JSON_DEPTH and json_depth(meta) > MAX_JSON_DEPTH
+            meta = prune_json(meta) if pruned else json.loads(meta)
+        except (ValueError, RecursionError):
+            return None, False
+        return (meta, pruned) if isinstance(meta, dict) else (None, pruned)
+    return (meta, False) if isinstance(meta, dict) else (None, False)
+
+
+def doc_keys(meta: Any, agents: tuple[str, ...] = ()) -> DocKeys:
+    """Everything the optout stage reads from one document's meta; never raises on what the meta holds."""
+    meta, pruned = parse_meta(meta)
+    keys = DocKeys()
+    if meta is None:
+        return keys
+    if not pruned and not any(k in meta for k in RESERVATION_KEYS):  # most documents: authors only
+        keys.authors = _authors(meta.get("author"))
+        return keys
+    evidence: dict[str, dict[str, str]] = {}
+
+    def mark(marker: str, source: str, value: Any) -> None:
+        evidence.setdefault(marker, {"marker": marker, "source": source, "value": str(value)[:MAX_EVIDENCE_VALUE]})
+
+    tdm: dict[str, tuple[int, str]] = {}
+    policy: dict[str, str] = {}
+    usage = []
     names = {"robots"} | {a.lower() for a in agents}
     for source, prefix in (("html_meta", "robots"), ("headers", "x-robots-tag")):
         fields = meta.get(source)
@@ -64,30 +110,47 @@ def doc_markers(meta: Any, agents: tuple[str, ...] = ()) -> tuple[list[str], int
             if k == "tdm-reservation":
                 for v in values:
                     if v.strip() in ("0", "1"):
-                        tdm[source] = int(v.strip())
+                        tdm[source] = (int(v.strip()), f"{source} {key}: {v.strip()}")
+            elif k == "tdm-policy" and values:
+                policy[source] = values[0].strip()
+            elif source == "headers" and k == "content-usage":
+                usage += [(p, f"{source} {key}: {v}") for v in values if (p := standards.aipref(v)) is not None]
             elif (source == "html_meta" and k in names) or (source == "headers" and k == "x-robots-tag"):
                 for v in values:
                     for token in v.replace(";", ",").split(","):
                         directive = token.split(":")[-1].strip().lower()  # "GPTBot: noai" -> noai
                         if directive in DIRECTIVES:
-                            markers.add(f"{prefix}:{directive}")
-    effective = tdm.get("headers", tdm.get("html_meta"))
-    if effective is not None:
-        markers.add(f"tdm-reservation:{effective}")
-    return sorted(markers), effective
+                            mark(f"{prefix}:{directive}", f"{source} {key}", v)
+    source = "headers" if "headers" in tdm else "html_meta" if "html_meta" in tdm else None
+    if source:  # TDMRep: the HTTP header takes precedence over the HTML meta tag
+        keys.tdm, shown = tdm[source]
+        if policy.get(source):
+            shown += f" (tdm-policy {policy[source]})"
+        mark(f"tdm-reservation:{keys.tdm}", "document TDMRep", shown)
+    pick = standards.most_restrictive([p for p, _ in usage])
+    if pick is not None and pick.reserved:
+        mark("content-usage:train-ai=n", "document Content-Usage",
+             next(shown for p, shown in usage if p is pick) + f" [{', '.join(pick.keys)}]")
+    for entry in standards.cawg_entries(meta):
+        if entry.use != "allowed":
+            mark(entry.marker(), "document content credentials", entry.evidence())
+    if pruned:
+        mark("meta:truncated", "document meta", f"nested deeper than {MAX_JSON_DEPTH} levels; deeper parts ignored")
+    keys.markers = sorted(evidence)
+    keys.evidence = [evidence[m] for m in keys.markers]
+    keys.authors = _authors(meta.get("author"))
+    return keys
 
 
-def _authors(meta: Any) -> list[str]:
-    if isinstance(meta, str):
-        try:
-            meta = json.loads(meta)
-        except ValueError:
-            return []
-    if not isinstance(meta, dict):
-        return []
-    value = meta.get("author")
+def _authors(value: Any) -> list[str]:
     names = value if isinstance(value, list) else [value]
     return sorted({k for n in names if (k := author_key(n if isinstance(n, str) else None))})
+
+
+def doc_markers(meta: Any, agents: tuple[str, ...] = ()) -> tuple[list[str], int | None]:
+    """Reservation markers in a document's meta and its effective TDMRep value (header over HTML)."""
+    keys = doc_keys(meta, agents)
+    return keys.markers, keys.tdm
 
 
 @register
@@ -96,8 +159,8 @@ class OptOut(Detector):
     categories = ("match_kind",)
     audit = "curate.stages.optout.audit"
     throughput = 15e6  # chars/s on one core, measured on data/samples
-    version = "1"
-    schema_version = 1
+    version = "2"  # 2: Content-Usage, CAWG, evidence, meta depth bound
+    schema_version = 2
     columns = ("doc_id", "url", "meta")
     after = ("dedup_fuzzy",)  # `work` candidates come from its LSH band index when it runs
     tables = {
@@ -110,7 +173,8 @@ class OptOut(Detector):
             authors VARCHAR[],        -- meta.author, case- and accent-folded
             markers VARCHAR[],        -- reservations in meta: robots:noai, x-robots-tag:noai, tdm-reservation:1, ...
             tdm_reservation INTEGER,  -- the document's own TDMRep declaration (header over HTML meta), if any
-            matched BOOLEAN DEFAULT false  -- already matched against the registry
+            matched BOOLEAN DEFAULT false,  -- already matched against the registry
+            evidence STRUCT(marker VARCHAR, source VARCHAR, value VARCHAR)[]  -- what showed each marker
         )""",
         "optout_matches": """CREATE TABLE optout_matches (
             doc_id VARCHAR NOT NULL,
@@ -133,7 +197,7 @@ class OptOut(Detector):
         )""",
     }
     output = "optout_docs"
-    explain_exclude = ("authors", "matched")  # author names are personal data
+    explain_exclude = ("authors", "matched", "evidence")  # author names are personal data
 
     # -- configuration ----------------------------------------------------------------------------
     @dataclasses.dataclass(frozen=True)
@@ -157,7 +221,8 @@ class OptOut(Detector):
     def assets(self) -> list[dict[str, str]]:
         # The AI agents list decides which meta tags count (rows of optout_docs) and the robots.txt matches:
         # its hash is in the fingerprint, so a new list recomputes them.
-        return [file_asset("optout-ai-agents", agents_file(), agents_version())]
+        return [file_asset("optout-ai-agents", agents_file(), agents_version()),
+                file_asset("optout-standards", standards.standards_file(), standards.standards_version())]
 
     def workspace_assets(self, con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         """The registry snapshot the current matches reflect (and the latest one, when newer)."""
@@ -176,17 +241,23 @@ class OptOut(Detector):
         agents = ai_agents()
         cols: dict[str, list[Any]] = defaultdict(list)
         for url, meta in zip(batch.column("url").to_pylist(), batch.column("meta").to_pylist(), strict=True):
+            # URL keys first and apart from meta: whatever the meta holds, the document is matched by its URL.
             canonical = normalize_url(url)
             key = url_key(canonical) if canonical else None
             host = key.split("/", 1)[0].rsplit(":", 1)[0].strip("[]") if key else None
-            markers, tdm = doc_markers(meta, agents)
             cols["url_key"].append(key)
             cols["host"].append(host)
             cols["hosts"].append(host_suffixes(host))
             cols["path"].append(request_path(url) if canonical else None)
-            cols["authors"].append(_authors(meta))
-            cols["markers"].append(markers)
-            cols["tdm_reservation"].append(tdm)
+            try:
+                keys = doc_keys(meta, agents)
+            except (ValueError, TypeError, RecursionError, MemoryError) as e:  # fail closed: keys, no meta
+                keys = DocKeys(["meta:unreadable"], evidence=[{"marker": "meta:unreadable", "source": "document meta",
+                                                               "value": type(e).__name__}])
+            cols["authors"].append(keys.authors)
+            cols["markers"].append(keys.markers)
+            cols["tdm_reservation"].append(keys.tdm)
+            cols["evidence"].append(keys.evidence)
         lists = pa.list_(pa.string())
         return pa.table({
             "doc_id": batch.column("doc_id"),
@@ -194,6 +265,7 @@ class OptOut(Detector):
             "hosts": pa.array(cols["hosts"], lists), "path": pa.array(cols["path"], pa.string()),
             "authors": pa.array(cols["authors"], lists), "markers": pa.array(cols["markers"], lists),
             "tdm_reservation": pa.array(cols["tdm_reservation"], pa.int32()),
+            "evidence": pa.array(cols["evidence"], EVIDENCE_TYPE),
         })
 
     # -- matching ---------------------------------------------------------------------------------------
@@ -328,6 +400,9 @@ def _match_sites(con: duckdb.DuckDBPyConnection, det: OptOut, version: int, docs
                                    [entry_id]).fetchall()
         for doc_id, path, tdm in docs_of_site:
             if kind == "robots_txt":
+                for usage_kind in ("content_usage", "content_signal") if parsed.usage else ():
+                    if (why := usage_reservation(parsed, path, agents, usage_kind, det.settings.robots_wildcard)):
+                        out.append((doc_id, entry_id, usage_kind, version, 1.0, verified, why))
                 why = robots_reservation(parsed, path, agents, det.settings.robots_wildcard)
             elif kind == "ai_txt":
                 why = ai_txt_reservation(parsed, path, agents)
