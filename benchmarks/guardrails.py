@@ -328,6 +328,65 @@ def bench_speed(args) -> None:
               f"| {results['licenses'] / best:.1f}x |")
 
 
+# -- brands -----------------------------------------------------------------------------------------------
+def bench_brands(args) -> None:
+    """The brands stage with the sample profiles (rules/brand.toml's [stages.brands]) against the licence stage, on
+    the same sample documents, one process, CPU time (best of `--repeat` after a warm-up); then what it found on
+    real text of this machine: mentions per brand, and words of a mark that the case and context rules refused."""
+    import tempfile
+    import tomllib
+
+    import pyarrow as pa
+
+    from curate import Workspace
+    from curate.core.stage import REGISTRY, load_builtin
+
+    load_builtin()
+    config = tomllib.loads((ROOT / "rules" / "brand.toml").read_text())["stages"]["brands"]
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.init(Path(tmp) / "ws")
+        ws.ingest([str(ROOT / "data" / "samples")])
+        table = ws.sql("SELECT doc_id, text FROM documents WHERE NOT blank ORDER BY seq").to_arrow()
+    batches = pa.Table.from_batches(table.to_batches()).combine_chunks().to_batches(max_chunksize=256)
+    print(f"brands: profiles {', '.join(config['profiles'])}; {table.num_rows:,} sample documents, batches of 256, "
+          "one process, CPU time")
+    print("| stage | docs/s | ms/doc | rows |\n|---|---:|---:|---:|")
+    best = {}
+    for name, det in (("licenses", REGISTRY["licenses"]()), ("brands", REGISTRY["brands"](config))):
+        rows = sum(det(b).num_rows for b in batches[:2])
+        best[name] = float("inf")
+        for _ in range(args.repeat):
+            t0 = time.process_time()
+            rows = sum((r.num_rows if r is not None else 0) for r in (det(b) for b in batches))
+            best[name] = min(best[name], time.process_time() - t0)
+        print(f"| {name} | {table.num_rows / best[name]:,.0f} | {1000 * best[name] / table.num_rows:.3f} | {rows:,} |")
+    print(f"\nbrands per document is {best['licenses'] / best['brands']:.1f}x the licence stage's speed")
+
+    det = REGISTRY["brands"](config)
+    docs = corpus(args.per_source, random.Random(SEED))
+    found: dict[tuple[str, str, str], int] = {}
+    refused: dict[tuple[str, str], int] = {}
+    for _src, _path, text in docs:
+        for pr in det.profiles():
+            hits = pr.scan(text, det.toxic())
+            for h in hits:
+                found[(pr.name, h.kind, h.brand)] = found.get((pr.name, h.kind, h.brand), 0) + 1
+            counted = {(h.start, h.end) for h in hits}
+            for m in pr.regex.finditer(text):  # a term matched without regard to case, that its rules refused
+                if (m.start(), m.end()) not in counted:
+                    mark = pr.marks[pr.lookup[" ".join(m.group().lower().split())][0]]
+                    refused[(pr.name, mark.id)] = refused.get((pr.name, mark.id), 0) + 1
+    print(f"\nreal text of this machine: {len(docs):,} documents (man pages, licences, changelogs, copyright files, "
+          "READMEs, Python sources)")
+    print("| profile | kind | brand or group | hits |\n|---|---|---|---:|")
+    for (pr, kind, brand), n in sorted(found.items(), key=lambda x: (x[0][0], x[0][1], -x[1])):
+        print(f"| {pr} | {kind} | {brand} | {n:,} |")
+    print("\nterm occurrences a mark's case or context rule refused:")
+    print("| profile | mark | refused |\n|---|---|---:|")
+    for (pr, mark), n in sorted(refused.items(), key=lambda x: -x[1]):
+        print(f"| {pr} | {mark} | {n:,} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -341,8 +400,12 @@ def main(argv: list[str] | None = None) -> None:
     sp = sub.add_parser("speed")
     sp.add_argument("--stages", nargs="+", default=["confidential", "phi"], help="stages to time beside licenses")
     sp.add_argument("--repeat", type=int, default=3, help="runs per stage; the best CPU time counts")
+    b = sub.add_parser("brands")
+    b.add_argument("--per-source", type=int, default=300, help="real documents per source (default 300)")
+    b.add_argument("--repeat", type=int, default=3, help="runs per stage; the best CPU time counts")
     args = ap.parse_args(argv)
-    {"confidential": bench_confidential, "phi": bench_phi, "speed": bench_speed}[args.what](args)
+    what = {"confidential": bench_confidential, "phi": bench_phi, "speed": bench_speed, "brands": bench_brands}
+    what[args.what](args)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,8 @@ def render(html: Path, png: Path) -> tuple[int, set[str], list[dict]]:
     return plots, sections, logs
 
 
-SECTIONS = ["overview", "waterfall", "quality", "languages", "domains", "pii", "phi", "confidential", "licences",
-            "optout", "duplicates", "bias", "tables", "provenance"]
+SECTIONS = ["overview", "waterfall", "quality", "languages", "domains", "pii", "phi", "confidential", "brands",
+            "licences", "optout", "duplicates", "bias", "tables", "provenance"]
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,10 @@ def variables() -> list[EnvVar]:
                "Seconds between progress events when stderr is not a terminal (or logs are JSON)."),
         EnvVar("OPENBLAS_NUM_THREADS", "1 (in worker processes)",
                "BLAS threads per process; curate sets 1 for its worker pool unless set."),
+        EnvVar("RAY_ADDRESS", "", "The Ray cluster's head (host:port) for `--engine ray` when neither "
+               "`--ray-address` nor the rules file's [engine] address is given."),
+        EnvVar("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0 (set by curate)", "Ray's switch that keeps a loopback "
+               "address as given; curate sets 0 before importing Ray unless it is set."),
         EnvVar("AWS_ENDPOINT_URL_S3", "",
                "S3-compatible endpoint for s3:// inputs (then AWS_ENDPOINT_URL); `--endpoint` wins."),
         EnvVar("AWS_ENDPOINT_URL", "", "S3-compatible endpoint when AWS_ENDPOINT_URL_S3 is unset."),

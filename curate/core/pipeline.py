@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from curate.core.db import one
+from curate.core.errors import ConfigError
 from curate.core.executors import executor as make_executor
 from curate.core.policy import Ruleset, build_signals_view, check_rules, decisions_sql, load_rules
 from curate.core.runner import StageReport, pending_totals, run_stage
@@ -86,25 +87,48 @@ class RunSummary:
     manifest: Any = None
 
 
+def engine_settings(ruleset: Ruleset, engine: str | None, address: str | None) -> tuple[str, str | None]:
+    """(engine, address): the arguments, else the rules file's `[engine]` (name, address), else local."""
+    section = ruleset.raw.get("engine", {})
+    where = f"{ruleset.path}: [engine]"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a table (name = \"ray\", address = \"host:port\")")
+    unknown = sorted(set(section) - {"name", "address"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: address, name")
+    for key in ("name", "address"):
+        if key in section and not isinstance(section[key], str):
+            raise ConfigError(f"{where}: {key} = {section[key]!r} is not a string")
+    return engine or section.get("name") or "local", address or section.get("address")
+
+
 def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.PathLike[str] | None = None,
         workers: int | None = None, manifest: str | os.PathLike[str] | None = None, progress: bool = False,
         engine: str | None = None, name: str | None = None, root: str | None = None,
         ray_address: str | None = None) -> RunSummary:
-    """Run the detectors over documents they have not seen, then the policy, then the manifest."""
+    """Run the detectors over documents they have not seen, then the policy, then the manifest. `engine`
+    (`local` or `ray`, with `ray_address`) is where per-document work runs; default: the rules file's
+    `[engine]`, else local. The manifest is the same whichever engine ran."""
     from curate.core.manifest import write_manifest
 
     ruleset = load_rules(rules)
     summary = RunSummary()
-    executor = make_executor(engine or "local", workers)
-    with ws.connect(write=True) as con:
-        dets = detectors(ruleset.raw, stages, source=str(ruleset.path))
-        for det in dets:
-            ensure_stage_tables(con, det.name, det.schema_version, list(det.tables.values()), list(det.tables))
-        check_rules(con, ruleset)  # a rule that cannot be used fails now, before any detector runs
-        executor.prepare(dets, {det.name: pending_totals(con, det) for det in dets})
-        for det in dets:
-            summary.stages.append(run_stage(con, det, executor, progress=progress))
-        summary.decisions = write_decisions(con, ruleset)
+    engine, ray_address = engine_settings(ruleset, engine, ray_address)
+    executor = make_executor(engine, workers, address=ray_address, parts_root=str(ws.path / "parts"))
+    try:
+        with ws.connect(write=True) as con:
+            dets = detectors(ruleset.raw, stages, source=str(ruleset.path))
+            for det in dets:
+                ensure_stage_tables(con, det.name, det.schema_version, list(det.tables.values()), list(det.tables))
+            check_rules(con, ruleset)  # a rule that cannot be used fails now, before any detector runs
+            executor.prepare(dets, {det.name: pending_totals(con, det) for det in dets})
+            for det in dets:
+                summary.stages.append(run_stage(con, det, executor, progress=progress))
+            summary.decisions = write_decisions(con, ruleset)
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
     summary.manifest = write_manifest(ws, manifest, name=name, root=root)
     return summary
 

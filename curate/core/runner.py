@@ -5,19 +5,27 @@ Each shard is one transaction: the stage's earlier rows for it are removed, its 
 rerun does only the shards not done. A batch that fails is rerun document by document in this process,
 so one bad document lands in `stage_errors` and the others are kept. Then `finalize` does the stage's
 set work in SQL, in its own transaction.
+
+On an executor that writes parts (Ray: its workers never open the workspace file), a shard is cut into
+units; each unit's part is published as it arrives (`curate.core.parts`), and when all of a shard's units
+are published one transaction loads them into the stage's table and records the stage run. A rerun skips
+the units already published.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from curate.core import parts
 from curate.core.db import one
-from curate.core.executors import Executor, Session
+from curate.core.executors import EngineError, Executor, Session
 from curate.core.schema import ensure_stage_tables
 from curate.core.stage import Detector
 from curate.util import log
@@ -69,11 +77,20 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, executor: Executor 
     fp = det.fingerprint()
     todo = pending(con, det)
     log.event("stage_start", stage=det.name, fingerprint=fp, shards=len(todo), documents=sum(n for _, n, _ in todo))
+    nodes: dict[str, Any] = {}
+    if getattr(executor, "writes_parts", False) and getattr(executor, "parts_root", None) is None:
+        executor.parts_root = parts_root(con)  # type: ignore[attr-defined]
     if det.output is not None and todo:
         total = sum(n for _, n, _ in todo)
         with executor.session(det, total, sum(c or 0 for *_, c in todo)) as session, \
                 Progress(det.name, total, progress) as bar:
-            _process(con, det, todo, fp, session, bar, report)
+            if getattr(session, "writes_parts", False):
+                try:
+                    _process_parts(con, det, todo, fp, session, bar, report)
+                finally:
+                    nodes = session.stats() if hasattr(session, "stats") else {}
+            else:
+                _process(con, det, todo, fp, session, bar, report)
     elif det.output is None:
         # SQL-only stage: nothing per document, but record that it saw these shards.
         con.execute("BEGIN")
@@ -91,7 +108,7 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, executor: Executor 
         raise
     report.seconds = time.monotonic() - started
     log.event("stage_end", stage=det.name, shards=report.shards, documents=report.documents, errors=report.errors,
-              rows=report.rows, seconds=round(report.seconds, 3))
+              rows=report.rows, seconds=round(report.seconds, 3), **({"nodes": nodes} if nodes else {}))
     return report
 
 
@@ -205,3 +222,82 @@ def _isolate(con: duckdb.DuckDBPyConnection, det: Detector, batch: pa.RecordBatc
             continue
         written += _insert(con, det, rows)
     return errors, written
+
+
+# -- executors that write parts (Ray) ----------------------------------------------------------------
+def parts_root(con: duckdb.DuckDBPyConnection) -> str:
+    """The workspace's parts directory: `parts/` beside its database file."""
+    path = one(con.execute("SELECT file FROM pragma_database_list WHERE name = current_database()"))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(path)), "parts")
+
+
+def executor_parts_root(session: Session) -> str | None:
+    return getattr(getattr(session, "ex", None), "parts_root", None)
+
+
+def _units(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], fp: str, session: Session,
+           bar: Progress) -> Iterator[tuple[str, parts.Unit | None]]:
+    """(shard_id, unit) for every unit of every shard not published yet, then (shard_id, None) when the shard
+    is done. A unit is the next `batch_rows` documents of the shard in seq (= row) order, so a rerun cuts the
+    shard the same way and finds its published units by number and range."""
+    cols = ", ".join([f'd."{c}"' for c in det.columns] + _lookup_columns(con, det))
+    for shard_id, docs, _ in todo:
+        seqs = [s for (s,) in con.execute("SELECT seq FROM documents WHERE shard_id = ? ORDER BY seq",
+                                          [shard_id]).fetchall()]
+        done = parts.published(con, det.name, det.schema_version, fp, shard_id)
+        size = session.batch_rows(docs)
+        for n, start in enumerate(range(0, len(seqs), size)):
+            chunk = seqs[start:start + size]
+            if done.get(n) == (chunk[0], chunk[-1]):
+                bar(len(chunk))
+                continue
+            # Literals, not parameters: DuckDB pushes only those into the scan (see _batches).
+            table = con.sql(f'SELECT {cols} FROM documents d WHERE shard_id = {literal(shard_id)} '
+                            f'AND seq >= {int(chunk[0])} AND seq <= {int(chunk[-1])} ORDER BY seq').to_arrow_table()
+            yield shard_id, parts.Unit(shard_id, n, int(chunk[0]), int(chunk[-1]), len(chunk), table)
+        yield shard_id, None
+
+
+def _process_parts(con: duckdb.DuckDBPyConnection, det: Detector, todo: list[tuple], fp: str, session: Session,
+                   bar: Progress, report: StageReport) -> None:
+    """Publish each unit's part as it comes back; load a shard's parts and record its run in one transaction
+    when all are in. A unit that failed on the cluster stops the run (what was published stays)."""
+    assert det.output is not None
+    root = executor_parts_root(session) or parts_root(con)
+    parts.ensure_catalog(con)
+    swept = parts.sweep(con, root, det.output)
+    if swept:
+        log.event("parts_swept", stage=det.name, files=len(swept))
+    started: dict[str, float] = {}
+    for key, unit, result in session.map(_units(con, det, todo, fp, session, bar)):
+        started.setdefault(key, time.monotonic())
+        if unit is None:
+            con.execute("BEGIN")
+            try:
+                _forget(con, det, key)
+                n, rows, errors, old = parts.load_shard(con, det.name, det.schema_version, fp, key, det.output)
+                con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                            [det.name, key, fp, n, time.monotonic() - started[key]])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            parts.remove(old)
+            _let_readers_in(con)
+            log.event("shard_committed", stage=det.name, shard_id=key, documents=n, errors=errors,
+                      seconds=round(time.monotonic() - started.pop(key), 3))
+            report.shards += 1
+            report.documents += n
+            report.errors += errors
+            report.rows += rows
+            continue
+        if isinstance(result, BaseException):
+            raise EngineError(
+                f"stage {det.name}: unit {unit.n} of shard {key} failed on the cluster ({type(result).__name__}: "
+                f"{str(result).strip().splitlines()[0] if str(result).strip() else 'no message'}); the parts "
+                "published so far are kept: rerun to complete") from None
+        parts.publish(con, det.name, det.schema_version, fp, result)
+        log.event("part_published", "debug", stage=det.name, shard_id=key, unit=unit.n, documents=unit.documents,
+                  rows=result.rows, bytes=result.bytes, errors=len(result.errors), node=result.node,
+                  seconds=round(result.seconds, 3))
+        bar(unit.documents)

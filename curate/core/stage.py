@@ -31,7 +31,8 @@ from curate.core.schema import ensure_stage_tables
 log = logging.getLogger("curate")
 
 # Packages of the stages that ship with curate (`curate/stages/<name>/`); each registers its Detector.
-BUILTIN = ("dedup_exact", "dedup_fuzzy", "quality", "licenses", "optout", "bias", "pii", "confidential", "phi")
+BUILTIN = ("dedup_exact", "dedup_fuzzy", "quality", "licenses", "optout", "bias", "pii", "confidential", "phi",
+           "brands")
 BUILTIN_MODULES = tuple(f"curate.stages.{name}" for name in BUILTIN)
 
 
@@ -77,6 +78,10 @@ class Detector:
     throughput: ClassVar[float] = 0.0
     # Modules its workers import (spaCy, Presidio, ...): the worker server imports them once, not each pool.
     preload: ClassVar[tuple[str, ...]] = ()
+    # What one worker of this stage needs on a cluster engine (Ray): CPUs, and bytes of memory for its models
+    # plus one batch (0: not declared). The engine reserves them per stage instance; it never guesses them.
+    cpus: ClassVar[float] = 1.0
+    batch_memory: ClassVar[int] = 0
     # Import name -> what to install, checked when the stage is built: a missing one fails with the hint.
     requires: ClassVar[dict[str, str]] = {}
     # -- what the audit surface may show (explain, facts, report, card) ---------------------------
