@@ -91,11 +91,22 @@ def optout_import(
 @optout_app.command("revoke")
 @friendly
 def optout_revoke(ws: WS, entry_id: str, creator: Creator, evidence: Evidence = "",
-                  received_at: ReceivedAt = None) -> None:
-    """Revoke an entry: documents only it excluded come back at the next `curate optout apply`."""
+                  received_at: ReceivedAt = None,
+                  operator: Annotated[bool, typer.Option(
+                      help="Revoke as the operator, not as the entry's creator (needs --reason; logged).")] = False,
+                  reason: Annotated[str | None, typer.Option(help="Why the operator revokes the entry.")] = None,
+                  ) -> None:
+    """Revoke an entry (only its creator can, or the operator with --operator and a reason): documents only it
+    excluded come back at the next `curate optout apply`."""
+    from curate.core.errors import UserError
     from curate.stages import optout
+    from curate.util import log
 
-    st = optout.revoke(Workspace(ws), entry_id, creator, evidence, received_at)
+    if operator and not (reason or "").strip():
+        raise UserError("--operator needs --reason: an operator revocation is logged with its reason")
+    st = optout.revoke(Workspace(ws), entry_id, creator, evidence, received_at, operator=reason if operator else None)
+    if operator:
+        log.event("operator_revocation", "warning", entry_id=entry_id, reason=reason, registry_version=st.version)
     out.print(f"{entry_id} revoked; registry version {st.version} (sha256 {st.sha256[:16]}…)", highlight=False)
 
 

@@ -279,14 +279,16 @@ def add(ws: Workspace, kind: str, value: str, creator: str, evidence: str = "", 
 
 
 def revoke(ws: Workspace, entry_id: str, creator: str, evidence: str = "", received_at: Any = None,
-           verified: bool = False) -> RegistryState:
-    """Revoke an active entry (its documents are re-included at the next `optout apply`)."""
+           verified: bool = False, operator: str | None = None) -> RegistryState:
+    """Revoke an active entry (its documents are re-included at the next `optout apply`). Only its requester may:
+    `creator` must be the entry's creator, unless `operator` gives the operator's reason, which is written
+    into the registry's (append-only) event as `operator revocation: <reason>`."""
     with ws.connect(write=True) as con:
-        return _record(ws, [_revocation(con, entry_id, creator, evidence, received_at, verified)])
+        return _record(ws, [_revocation(con, entry_id, creator, evidence, received_at, verified, operator)])
 
 
 def _revocation(con, entry_id: Any, creator: Any, evidence: Any, received_at: Any,
-                verified: Any) -> tuple[str, str, Entry]:
+                verified: Any, operator: str | None = None) -> tuple[str, str, Entry]:
     if not isinstance(entry_id, str) or len(entry_id) > 64:
         raise RegistryError("entry_id must be a string such as oo-0123456789abcdef")
     row = one(con.execute(f"SELECT kind, value FROM ({ACTIVE_SQL}) WHERE entry_id = ?", [LATEST, entry_id]))
@@ -294,8 +296,16 @@ def _revocation(con, entry_id: Any, creator: Any, evidence: Any, received_at: An
         raise RegistryError(f"no active entry {entry_id!r} (see `curate optout list`)")
     if not isinstance(verified, bool):
         raise RegistryError("verified must be true or false")
-    e = Entry(row[0], row[1], _text(creator, "creator", MAX_NAME), _text(evidence, "evidence", MAX_EVIDENCE, False),
-              _when(received_at), verified)
+    owner = one(con.execute("SELECT creator FROM optout_events WHERE entry_id = ? AND op = 'add' "
+                            "ORDER BY seq DESC LIMIT 1", [entry_id]))
+    who = _text(creator, "creator", MAX_NAME)
+    if operator is not None:
+        reason = _text(operator, "operator reason", MAX_EVIDENCE)
+        evidence = f"operator revocation: {reason}" + (f"; {evidence}" if evidence else "")
+    elif owner and str(owner[0]).casefold() != who.casefold():
+        raise RegistryError(f"entry {entry_id} was registered by another creator: only they can revoke it "
+                            "(an operator can, with --operator and a reason, which is logged)")
+    e = Entry(row[0], row[1], who, _text(evidence, "evidence", MAX_EVIDENCE, False), _when(received_at), verified)
     return "revoke", entry_id, e
 
 
