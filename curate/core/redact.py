@@ -1,12 +1,14 @@
-"""Redaction: replace personal-data spans with `<ENTITY_TYPE>` placeholders.
+"""Redaction: replace personal-data spans with `<ENTITY_TYPE>` placeholders, in the text and in `meta`.
 
 The manifest and the export both call `redacted_outputs`, so the output hash written in the manifest
 is the hash of exactly the text that export writes. The replacing itself is presidio-anonymizer's
-`replace` operator (imported on first use: it is slow to import).
+`replace` operator (imported on first use: it is slow to import). `MetaPolicy` is what export writes of a
+document's `meta` (the `[pii.meta]` section of the rules file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -15,6 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from curate.core.errors import ConfigError
 from curate.util.hidden import hidden
 
 Span = tuple[int, int, str]  # start, end (code points), entity type
@@ -104,3 +107,83 @@ def redacted_outputs(con: duckdb.DuckDBPyConnection, rules: dict[str, Any],
                 names=["doc_id", "output_sha256", "redactions"])
     finally:
         reader.close()
+
+
+# -- meta -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MetaPolicy:
+    """What export writes of a document's `meta` object, from the rules file's `[pii.meta]`:
+    - `keep`: keys copied as they are (a dotted key reaches into an object: `headers.x-robots-tag`; an object
+      kept whole is `headers`); in a kept string, any value the document's redactions replaced in its text is
+      replaced there too (`<TYPE>`);
+    - `redact`: personal fields, {key: entity type}: the value becomes `<TYPE>` (each item of a list);
+    - every other key is left out, so a field nobody listed never reaches an export.
+    Keys match without regard to case (HTTP header names). Without a `[pii.meta]` section nothing is kept."""
+
+    keep: frozenset[str] = frozenset()
+    redact: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_rules(cls, rules: dict[str, Any]) -> MetaPolicy:
+        section = rules.get("pii", {}).get("meta", {})
+        where = "[pii.meta]"
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where} must be a table with `keep` and `redact`")
+        unknown = set(section) - {"keep", "redact"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (`keep`, `redact`)")
+        keep, redact = section.get("keep", []), section.get("redact", {})
+        if not isinstance(keep, list) or not all(isinstance(k, str) and k for k in keep):
+            raise ConfigError(f"{where} keep must be a list of meta keys")
+        if not isinstance(redact, dict) or not all(isinstance(v, str) and v for v in redact.values()):
+            raise ConfigError(f"{where} redact must be a table of meta key = \"ENTITY_TYPE\"")
+        both = {k.lower() for k in keep} & {k.lower() for k in redact}
+        if both:
+            raise ConfigError(f"{where}: {', '.join(sorted(both))} both kept and redacted")
+        return cls(frozenset(k.lower() for k in keep), tuple(sorted((k.lower(), v) for k, v in redact.items())))
+
+    def describe(self) -> dict[str, Any]:
+        return {"keep": sorted(self.keep), "redact": dict(self.redact), "other_keys": "left out"}
+
+    def apply(self, meta: Any, values: Sequence[tuple[str, str]] = ()) -> Any:
+        """The meta object as exported; `values` are (value, entity type) the text's redaction replaced."""
+        return self._object(meta, "", values) if isinstance(meta, dict) else None  # meta is an object, or left out
+
+    def _object(self, obj: dict[str, Any], prefix: str, values: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        redact = dict(self.redact)
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            path = f"{prefix}{str(key).lower()}"
+            if path in redact:
+                out[key] = _placeholder(value, redact[path])
+            elif path in self.keep:
+                out[key] = self._scrub(value, values)
+            elif isinstance(value, dict) and any(k.startswith(path + ".") for k in (*self.keep, *redact)):
+                out[key] = self._object(value, path + ".", values)
+        return out
+
+    def _scrub(self, value: Any, values: Sequence[tuple[str, str]]) -> Any:
+        if isinstance(value, str):
+            for found, kind in values:
+                value = value.replace(found, f"<{kind}>")
+            return value
+        if isinstance(value, list):
+            return [self._scrub(v, values) for v in value]
+        if isinstance(value, dict):
+            return {k: self._scrub(v, values) for k, v in value.items()}
+        return value
+
+
+def _placeholder(value: Any, kind: str) -> Any:
+    if value is None or value == "":
+        return value
+    if isinstance(value, list):
+        return [_placeholder(v, kind) for v in value]
+    return f"<{kind}>"
+
+
+def redacted_values(text: str, redactions: list[dict] | None) -> list[tuple[str, str]]:
+    """(value, entity type) of each span a redaction replaces in the text, longest first (so a name is replaced
+    before a part of it); values under 3 characters are left out (they would hit unrelated words)."""
+    found = {(text[r["start"]:r["end"]], r["entity_type"]) for r in redactions or []}
+    return sorted((v for v in found if len(v[0].strip()) >= 3), key=lambda v: (-len(v[0]), v))

@@ -1,4 +1,8 @@
-"""Export the kept documents (redacted where the decision says so) as size-capped shards."""
+"""Export the kept documents (redacted where the decision says so) as size-capped shards.
+
+`meta` goes through the rules file's `[pii.meta]` policy (curate.core.redact.MetaPolicy) as each row is built:
+listed keys kept, personal fields replaced by placeholders, every other key left out. The manifest's
+output_sha256 covers the text; export.json records the meta policy that was applied."""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
     lists the parts and their hashes, is removed first and written last, so an interrupted export leaves
     nothing that looks complete."""
     from curate.core.policy import current_rules
-    from curate.core.redact import redactions_sql
+    from curate.core.redact import MetaPolicy, redactions_sql
 
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}")
@@ -52,11 +56,13 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
     writer = _Writer(out, format, max_bytes, summary, endpoint)
     try:
         with ws.connect() as con:
+            rules = current_rules(con).raw
+            writer.meta = MetaPolicy.from_rules(rules)
             batches = con.sql(f"""
                 SELECT d.doc_id AS id, d.text, d.url, d.meta::VARCHAR AS meta, c.action = 'redact' AS redacted,
                        r.redactions
                 FROM documents d JOIN decisions c USING (doc_id)
-                LEFT JOIN ({redactions_sql(con, current_rules(con).raw)}) r USING (doc_id)
+                LEFT JOIN ({redactions_sql(con, rules)}) r USING (doc_id)
                 WHERE c.action IN ('keep', 'redact') ORDER BY d.seq""").to_arrow_reader(batch_rows)
             for batch in batches:
                 writer.write(batch)
@@ -64,7 +70,8 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
     except BaseException:
         writer.abort()
         raise
-    index = {"documents": summary.documents, "redacted": summary.redacted, "format": format, "files": summary.files}
+    index = {"documents": summary.documents, "redacted": summary.redacted, "format": format,
+             "meta": writer.meta.describe(), "files": summary.files}
     lake.write_atomic(lake.join(out, INDEX), (json.dumps(index, indent=2) + "\n").encode(), endpoint)
     log.event("export", path=lake.redact_uri(out), documents=summary.documents, redacted=summary.redacted,
               files=len(summary.files))
@@ -81,6 +88,7 @@ class _Writer:
         self.stream: Any = None
         self.pq: pq.ParquetWriter | None = None
         self.size = self.docs = 0
+        self.meta: Any = None  # the MetaPolicy, set by export() once the rules are read
 
     def _open(self) -> None:
         self.name = f"part-{len(self.summary.files):05d}.{self.format}"
@@ -89,14 +97,20 @@ class _Writer:
         self.size = self.docs = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        from curate.core.redact import apply
+        from curate.core.redact import MetaPolicy, apply, redacted_values
 
+        policy = self.meta or MetaPolicy()
         flags = batch.column("redacted").to_pylist()
         self.summary.redacted += sum(flags)
-        texts = [apply(t, r) if f else t for t, r, f in zip(
-            batch.column("text").to_pylist(), batch.column("redactions").to_pylist(), flags, strict=True)]
+        texts, metas = [], []
+        for t, r, f, m in zip(batch.column("text").to_pylist(), batch.column("redactions").to_pylist(), flags,
+                              batch.column("meta").to_pylist(), strict=True):
+            values = redacted_values(t, r) if f else []
+            texts.append(apply(t, r) if f else t)
+            meta = policy.apply(json.loads(m), values) if m else None
+            metas.append(None if meta is None else json.dumps(meta, ensure_ascii=False))
         batch = pa.RecordBatch.from_arrays(
-            [batch.column("id"), pa.array(texts, pa.string()), batch.column("url"), batch.column("meta")],
+            [batch.column("id"), pa.array(texts, pa.string()), batch.column("url"), pa.array(metas, pa.string())],
             names=["id", "text", "url", "meta"])
         if self.format == "parquet":
             if self.pq is None:
