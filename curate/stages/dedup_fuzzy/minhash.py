@@ -28,6 +28,7 @@ import numpy as np
 from curate.core.errors import ConfigError
 from curate.util.rolling import prefix_sums, span_hashes, string_hash
 from curate.util.text import normalize
+from curate.util.tokens import runs
 
 WORD = re.compile(r"\w+")
 M64 = (1 << 64) - 1
@@ -173,9 +174,7 @@ def _word_hashes(cps: np.ndarray, starts: np.ndarray, word: np.ndarray) -> tuple
     """Hashes of the words (runs where `word` is true) in code points `cps` of texts beginning at
     `starts`, concatenated in order, and each text's word count. A word's polynomial hash is a
     difference of prefix sums of cps[j] * P**j, shifted back by P**-start (P is odd: invertible)."""
-    edge = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    tok_start = np.flatnonzero(edge == 1)
-    tok_end = np.flatnonzero(edge == -1)
+    tok_start, tok_end = runs(word)
     counts = np.diff(np.searchsorted(tok_start, starts), append=len(tok_start)).astype(np.int64)
     if not len(tok_start):
         return np.zeros(0, np.uint64), counts

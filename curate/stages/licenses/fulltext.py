@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.util.rolling import prefix_sums, span_hashes
+from curate.util.tokens import runs
 
 VAR = "<<var>>"
 OPTIONAL = re.compile(r"<<beginOptional>>(.*?)<<endOptional>>", re.S)  # SPDX template syntax
@@ -51,8 +52,7 @@ def tokenize(texts: list[str]) -> Tokens:
     digit = (c >= 48) & (c <= 57)
     word = _WORD[np.minimum(c, 128)]
     word[1:-1] |= (c[1:-1] == 46) & digit[:-2] & digit[2:]
-    edges = np.diff(word.astype(np.int8), prepend=np.int8(0))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    starts, ends = runs(word)
     keep = ends - starts > 1
     starts, ends = starts[keep], ends[keep]
     hashes = span_hashes(prefix_sums(c, BASE), starts, ends, BASE) ^ (ends - starts).astype(np.uint64)
