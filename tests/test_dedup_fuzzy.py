@@ -224,8 +224,10 @@ def test_keeper_prefers_permitted_licence_then_quality(ws, tmp_path, corpus):
           f"ELSE 0.5 END WHERE doc_id IN {cluster}")
     assert ws.sql("SELECT keeper FROM dedup_fuzzy WHERE doc_id = 'orig-2'").item() == "near90-2"
     plant(f"DELETE FROM license_signals WHERE doc_id IN {cluster}; "
-          "INSERT INTO license_signals (doc_id, license, use_class, evidence) VALUES "
-          "('near90-2b', 'MIT', 'permissive', 'notice'), ('near90-2', 'LicenseRef-x', 'restricted', 'notice')")
+          "INSERT INTO license_signals (doc_id, license, use_class, evidence, scope) VALUES "
+          "('near90-2b', 'MIT', 'permissive', 'notice', 'self'), "
+          "('near90-2', 'LicenseRef-x', 'restricted', 'notice', 'self'), "
+          "('near90-2b', 'GPL-3.0-only', 'copyleft', 'reference', 'mention')")  # a mention: not its licence
     assert ws.sql("SELECT keeper FROM dedup_fuzzy WHERE doc_id = 'orig-2'").item() == "near90-2b"
     assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'near90-2b'").item() != "drop"
     assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'orig-2'").item() == "drop"

@@ -344,8 +344,9 @@ class FuzzyDedup(Detector):
                                     GROUP BY doc_id) kx ON kx.doc_id = s.doc_id"""
         if "license" in self.settings.keeper and {"doc_id", "use_class"} <= have.get("license_signals", set()):
             classes = ", ".join(literal(c) for c in self.settings.keeper_license_classes)
+            own = "WHERE scope IN ('self', 'files')" if "scope" in have["license_signals"] else ""  # not mentions
             joins += f""" LEFT JOIN (SELECT doc_id, bool_and(use_class IN ({classes})) AS permitted
-                                     FROM license_signals GROUP BY doc_id) kl ON kl.doc_id = s.doc_id"""
+                                     FROM license_signals {own} GROUP BY doc_id) kl ON kl.doc_id = s.doc_id"""
         if "quality" in self.settings.keeper and {"doc_id", "quality_score"} <= have.get("quality", set()):
             joins += """ LEFT JOIN (SELECT doc_id, max(quality_score) AS quality_score FROM quality
                                     GROUP BY doc_id) kq ON kq.doc_id = s.doc_id"""
