@@ -106,3 +106,14 @@ def test_a_corrupt_parquet_file_is_failed_not_vanished(ws, tmp_path):
     r = cli("ingest", str(ws.path), str(tmp_path / "cut.parquet"))
     assert r.returncode == 1
     assert ws.sql("SELECT status FROM shards").item() == "failed"
+
+
+def test_ingest_progress_moves_inside_one_big_shard(ws, tmp_path):
+    big = write_jsonl(tmp_path / "big.jsonl", [doc(i, text="lorem ipsum dolor sit amet " * 40) for i in range(60000)])
+    log = tmp_path / "events.jsonl"
+    r = cli("--log-format", "json", "--log-file", str(log), "ingest", str(ws.path), str(big),
+            env={**os.environ, "CURATE_PROGRESS_SECONDS": "0"})
+    assert r.returncode == 0, r.stderr
+    done = [e["done"] for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "progress"]
+    size = big.stat().st_size
+    assert done[-1] == size and any(0 < d < size for d in done), done  # moved before the shard was done

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -149,21 +150,71 @@ def ingest(
     summary = IngestSummary()
     sizes = [_size(uri, endpoint) if why is None else 0 for uri, why in targets]
     with ws.connect(write=True) as con, Progress("ingest", sum(sizes), progress, unit="bytes") as bar:
-        if hasattr(con, "on_open"):
-            con.on_open(_register_sha256)  # again whenever the file was let go for a reader
-        else:
-            _register_sha256(con)
+        hooks = [_register_sha256] + ([_track_progress] if bar.active else [])
+        for hook in hooks:
+            if hasattr(con, "on_open"):
+                con.on_open(hook)  # again whenever the file was let go for a reader
+            else:
+                hook(con)
         for (uri, why), size in zip(targets, sizes, strict=True):
             bar.describe(uri.rsplit("/", 1)[-1])
-            r = _record_missing(con, uri, why) if why else ingest_shard(con, uri, fields, max_doc_bytes, endpoint)
+            with _WithinShard(con, bar, size):
+                r = _record_missing(con, uri, why) if why else ingest_shard(con, uri, fields, max_doc_bytes,
+                                                                            endpoint)
             summary.shards.append(r)
             log.event("shard_ingested", "warning" if r.status in ("missing", "failed") else "info", uri=r.uri,
                       status=r.status, bytes=size, rows=r.rows, documents=r.documents, quarantined=r.quarantined,
                       **({"error": r.error} if r.error else {}))
-            bar(size)
             if hasattr(con, "pause"):
                 con.pause()  # a reader waiting for the file gets in between two shards
     return summary
+
+
+def _track_progress(con: duckdb.DuckDBPyConnection) -> None:
+    """Let DuckDB report a running statement's progress (`query_progress()`), without printing it."""
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+    con.execute("SET progress_bar_time = 0")
+
+
+class _WithinShard:
+    """Progress inside one shard: DuckDB reads a shard in a few statements (the rows, the suspects, the insert);
+    a thread polls the running statement's progress and moves the bar through the shard's bytes, so one big
+    shard does not sit at 0 until it is done. At the end the bar stands at the shard's end exactly."""
+
+    STATEMENTS = 3  # heavy statements per shard, about equal: read into the stage, re-read suspects, insert
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, bar: Progress, size: int):
+        self.con, self.bar, self.size = con, bar, size
+        self.start, self.moved, self.stop = bar.done, 0, threading.Event()
+
+    def __enter__(self) -> _WithinShard:
+        if self.bar.active and self.size:
+            self.thread = threading.Thread(target=self._poll, name="curate-ingest-progress", daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        done, last = 0, -1.0
+        while not self.stop.wait(0.5):
+            try:
+                p = self.con.query_progress()
+            except Exception:  # noqa: BLE001 - no statement, or the connection is between files: try again
+                continue
+            if p < 0 or p < last - 50:  # a statement ended: the next one starts from 0
+                done += 1 if last >= 0 else 0
+            last = p
+            fraction = min(0.99, (done + max(p, 0) / 100) / self.STATEMENTS)
+            step = int(self.size * fraction) - self.moved
+            if step > 0:
+                self.moved += step
+                self.bar(step)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if getattr(self, "thread", None):
+            self.thread.join()
+        self.bar(self.size - self.moved)
 
 
 def _size(uri: str, endpoint: str | None) -> int:

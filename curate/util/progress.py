@@ -45,6 +45,11 @@ class Progress:
         if self.bar:
             self.bar.stop()
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is shown (a bar or progress lines)."""
+        return bool(self.bar) or self.lines
+
     def __call__(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
