@@ -135,3 +135,30 @@ def test_a_deleted_root_fails_and_a_signature_is_checked(released, tmp_path):
     (out / "ROOT").unlink()
     r = verify(str(out))
     assert r.returncode == 1 and "ROOT file is missing" in r.stdout
+
+
+def test_ids_and_values_with_markup_are_shown_as_written(ws, tmp_path):
+    row = {"id": "[/bold]x[red]", "text": "a [/] text [b]", "url": None}
+    ws.ingest([str(write_jsonl(tmp_path / "s.jsonl", [row]))])
+    ws.run(stages=["dedup_exact"])
+    r = subprocess.run([*CURATE, "explain", str(ws.path), "[/bold]x[red]"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "[/bold]x[red]" in r.stdout, r.stderr
+    r = subprocess.run([*CURATE, "sql", str(ws.path), "select doc_id, text from documents", "--format", "table"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "[/bold]x[red]" in r.stdout and "a [/] text [b]" in r.stdout, r.stderr
+
+
+@pytest.mark.slow
+def test_validate_fails_while_a_document_a_safety_stage_failed_on_is_kept(ws, tmp_path):
+    ws.ingest([str(write_jsonl(tmp_path / "s.jsonl", [doc(i) for i in range(4)]))])
+    lenient = rules_file(tmp_path / "lenient.toml", '"text_chars < 0"')  # no stage-error rule: nothing held back
+    ws.run(stages=["dedup_exact"], rules=lenient)
+    with ws.connect(write=True) as con:
+        con.execute("INSERT INTO stage_errors VALUES ('pii', 'doc-1', 'RuntimeError: recognizer failed')")
+    ws.decide(lenient)
+    assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'doc-1'").item() == "keep"
+    r = subprocess.run([*CURATE, "validate", str(ws.path), "--out", str(tmp_path / "v")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and "fail closed" in " ".join(r.stdout.split()), r.stdout[-2000:]
+    ws.decide()  # the default rules hold it back
+    assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'doc-1'").item() == "drop"

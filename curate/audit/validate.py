@@ -28,7 +28,7 @@ from duckdb_engine import Dialect as _DuckDBDialect
 
 from curate.audit import facts as F
 from curate.core.manifest import MANIFEST, ROOT_HASH_SQL, ROW_HASH_SQL, ROW_HASH_SQL_V3, run_hash
-from curate.core.policy import DECISIONS
+from curate.core.policy import DECISIONS, SAFETY_STAGES
 from curate.core.workspace import DB_NAME, Workspace
 from curate.util.sql import literal
 
@@ -152,6 +152,13 @@ def suites(con, run: dict[str, Any] | None, rules: dict[str, F.RuleInfo]) -> lis
                other_table_name="documents"),
         ], table="decisions"),
     ]
+    # Fail closed: no document a safety stage failed on may be kept (the default rule `stage-error` drops them).
+    safety = ", ".join(literal(x) for x in SAFETY_STAGES)
+    out.append(Suite("decisions.fail_closed", [
+        _true("not_kept", "no document a safety stage failed on is kept or redacted (fail closed)")],
+        query=f"""SELECT e.doc_id, coalesce(c.action, 'none') = 'drop' AS not_kept
+                  FROM (SELECT DISTINCT doc_id FROM stage_errors WHERE stage IN ({safety})) e
+                  LEFT JOIN decisions c USING (doc_id)"""))
     if rules:
         out.append(Suite("decisions.rules", [
             _c("ExpectColumnValuesToBeInSet", "every fired rule is in the rules file in force", column="rule_id",

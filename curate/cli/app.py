@@ -70,11 +70,12 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+    """A rich table of values that are data, never markup (ids and values like `[/bold]` are shown as written)."""
+    t = Table(title=escape(title), title_justify="left")
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(escape(str(c)), overflow="fold")
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*["" if v is None else escape(str(v)) for v in r])
     return t
 
 

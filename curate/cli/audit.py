@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curate.cli.app import WS, Format, app, emit, friendly, out, table
 from curate.core.errors import UserError
@@ -24,14 +25,17 @@ def explain(ws: WS, doc_id: str, as_json: Annotated[bool, typer.Option("--json")
         return
     if "quarantined" in info:
         q = info["quarantined"]
-        out.print(f"{doc_id}: quarantined at ingest ({q['uri']} row {q['row']}): {q['error']}", highlight=False)
+        out.print(f"{doc_id}: quarantined at ingest ({q['uri']} row {q['row']}): {q['error']}", markup=False,
+                  highlight=False)
         return
-    out.print(f"[bold]{info['doc_id']}[/bold]  {info['shard_uri']} row {info['row']}", highlight=False)
-    out.print(f"url {info['url']}  domain {info['domain']}  {info['chars']} chars  sha256 {info['sha256'][:16]}…",
+    out.print(f"[bold]{escape(str(info['doc_id']))}[/bold]  {escape(str(info['shard_uri']))} row {info['row']}",
               highlight=False)
+    out.print(f"url {info['url']}  domain {info['domain']}  {info['chars']} chars  sha256 {info['sha256'][:16]}…",
+              markup=False, highlight=False)
     out.print(f"action: [bold]{info['action']}[/bold]")
     for r in info.get("rules", []):
-        out.print(f"  rule {r['id']} ({r['action']}): {r['description']}\n    when {r['when']}", highlight=False)
+        out.print(f"  rule {r['id']} ({r['action']}): {r['description']}\n    when {r['when']}", markup=False,
+                  highlight=False)
     for name, rows in info["signals"].items():
         cols = list(rows[0])
         if len(rows) == 1 and len(cols) > 8:  # one wide row (e.g. quality's metrics): one line per column
@@ -39,7 +43,8 @@ def explain(ws: WS, doc_id: str, as_json: Annotated[bool, typer.Option("--json")
             continue
         out.print(table(name, cols, [[r[c] for c in cols] for r in rows[:50]]))
     for e in info.get("stage_errors", []):
-        out.print(f"[yellow]stage {e['stage']} failed on this document:[/yellow] {e['error']}", highlight=False)
+        out.print(f"[yellow]stage {e['stage']} failed on this document:[/yellow] {escape(str(e['error']))}",
+                  highlight=False)
 
 
 
