@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tomllib
 from pathlib import Path
 
 PACKAGED = Path(__file__).resolve().parents[1] / "_rules"  # the wheel's copy of rules/ (curate/_rules)
@@ -64,3 +65,17 @@ def file_asset(kind: str, path: str | os.PathLike[str], version: str | None = No
         except ValueError:
             shown = str(p)
     return {"kind": kind, "path": shown, "version": version or "", "sha256": sha256_file(p)}
+
+
+def read_toml(path: str | os.PathLike[str], what: str, error: type[Exception]) -> tuple[dict, str]:
+    """A data file of the rules directory as (its TOML table, the SHA-256 of its bytes); a file that cannot be read
+    or parsed raises `error` naming it and `what` it is (callers cache what they build by path and hash)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise error(f"{p}: cannot read the {what}: {e.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8")), hashlib.sha256(data).hexdigest()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{p}: not a valid TOML file: {e}") from None

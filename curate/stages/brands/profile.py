@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from curate.core.errors import ConfigError
-from curate.util.assets import file_asset, rules_dir
+from curate.util.assets import file_asset, read_toml, rules_dir
 
 # A profile's name becomes part of column names of the `signals` view (brand_<name>_mentions, ...): only a
 # plain lower-case identifier is accepted, never quoted into SQL from anything else.
@@ -296,17 +295,9 @@ _CACHE: dict[tuple[str, str], Profile] = {}
 def load_profile(path: str | Path) -> Profile:
     """Parse and check one profile file (cached per path and content hash); every problem names the file."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ProfileError(f"{p}: cannot read the brand profile: {e.strerror}") from None
-    sha = hashlib.sha256(data).hexdigest()
+    raw, sha = read_toml(p, "brand profile", ProfileError)
     if (str(p), sha) in _CACHE:
         return _CACHE[(str(p), sha)]
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ProfileError(f"{p}: not a valid TOML file: {e}") from None
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise ProfileError(f"{p}: unknown key(s) {', '.join(unknown)}")

@@ -8,15 +8,13 @@ it stands where its marker allows.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curate.core.errors import ConfigError
-from curate.util.assets import file_asset, rules_dir
+from curate.util.assets import file_asset, read_toml, rules_dir
 
 KINDS = ("classification", "handling", "trade_secret", "legal_privilege", "nda", "government", "disclaimer")
 WHERE = ("banner", "edge", "any")
@@ -168,18 +166,10 @@ _CACHE: dict[tuple[str, str], MarkerSet] = {}
 def load_markers(path: str | Path) -> MarkerSet:
     """Parse and check a marker file (cached per path and content hash)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise MarkerError(f"{p}: cannot read the marker file: {e.strerror}") from None
-    sha = hashlib.sha256(data).hexdigest()
+    raw, sha = read_toml(p, "marker file", MarkerError)
     key = (str(p), sha)
     if key in _CACHE:
         return _CACHE[key]
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise MarkerError(f"{p}: not a valid TOML file: {e}") from None
     for k in ("version", "anchors", "markers"):
         if not raw.get(k):
             raise MarkerError(f"{p}: missing {k}")

@@ -10,15 +10,13 @@ case) and ICD-10-CM codes. A span is in clinical context when an identifier or c
 from __future__ import annotations
 
 import bisect
-import hashlib
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curate.core.errors import ConfigError
-from curate.util.assets import file_asset, rules_dir
+from curate.util.assets import file_asset, read_toml, rules_dir
 
 PRESIDIO = {  # entity -> Presidio's recognizer class (presidio_analyzer.predefined_recognizers)
     "UK_NHS": "NhsRecognizer", "US_MBI": "UsMbiRecognizer", "MEDICAL_LICENSE": "MedicalLicenseRecognizer"}
@@ -126,17 +124,9 @@ _CACHE: dict[tuple[str, str], Lexicon] = {}
 def load_lexicon(path: str | Path) -> Lexicon:
     """Parse and check the PHI lexicon (cached per path and content hash)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise LexiconError(f"{p}: cannot read the PHI lexicon: {e.strerror}") from None
-    sha = hashlib.sha256(data).hexdigest()
+    raw, sha = read_toml(p, "PHI lexicon", LexiconError)
     if (str(p), sha) in _CACHE:
         return _CACHE[(str(p), sha)]
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise LexiconError(f"{p}: not a valid TOML file: {e}") from None
     for k in ("version", "prefilter", "identifiers", "health"):
         if not raw.get(k):
             raise LexiconError(f"{p}: missing {k}")
