@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := work/demo
 
-.PHONY: install browser postgres demo test lint clean quality-model
+.PHONY: install browser postgres demo test soak lint clean quality-model
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The kill-point soak (tests/test_kill_points.py): 50 seeded kills across ingest, every stage, policy, manifest and
+# export, each rerun compared with the uninterrupted root (about 15 minutes here; CURATE_KILL_POINTS=N for fewer).
+soak: install
+	$(BIN)/pytest -q -m soak -s tests/test_kill_points.py
 
 # The default quality model (rules/models/quality-default.bin): examples derived from data/samples, then
 # `curate quality train`. Deterministic: the same samples and settings give the same file.
