@@ -162,3 +162,17 @@ def test_validate_fails_while_a_document_a_safety_stage_failed_on_is_kept(ws, tm
     assert r.returncode == 1 and "fail closed" in " ".join(r.stdout.split()), r.stdout[-2000:]
     ws.decide()  # the default rules hold it back
     assert ws.sql("SELECT action FROM decisions WHERE doc_id = 'doc-1'").item() == "drop"
+
+
+def test_a_document_with_deeply_nested_meta_does_not_stop_the_export(ws, tmp_path):
+    inner = '{"a":' * 1500 + "1" + "}" * 1500
+    p = tmp_path / "s.jsonl"
+    p.write_text(json.dumps(doc(1)) + "\n" + '{"id": "deep", "text": "a document", "meta": ' + inner + "}\n")
+    ws.ingest([str(p)])
+    ws.run(stages=["dedup_exact", "optout"])
+    r = subprocess.run([*CURATE, "export", str(ws.path), "--out", str(tmp_path / "out")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    index = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert index["documents"] == 2 and index["meta_not_exported"] == [
+        {"id": "deep", "reason": "meta nested too deep to read: not exported"}]

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curate.core.errors import CurateError
+from curate.core.errors import CurateError, disk_full
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Curate: training-data curation and audit. Signals first, decisions later.")
@@ -64,6 +64,12 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except CurateError as e:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2) from None
+        except Exception as e:
+            full = disk_full(e)
+            if full is None:
+                raise  # a bug: its traceback (exit 3)
+            err.print(f"[red]error:[/red] {escape(str(full))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper

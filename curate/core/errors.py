@@ -25,3 +25,19 @@ class ConfigError(UserError):
 
 class MissingDependency(CurateError, ImportError):
     """An enabled stage or feature needs a package that is not installed; the message says what to install."""
+
+
+class DiskFull(CurateError):
+    """The disk holding the workspace (or an output) is full: what was not committed was rolled back."""
+
+
+def disk_full(e: BaseException) -> DiskFull | None:
+    """A DiskFull for an error that says the device is full (OSError ENOSPC, or DuckDB's I/O errors, which carry
+    the OS's words), else None."""
+    import errno
+
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
+        where = next((w for w in str(e).split('"') if "/" in w), "")
+        return DiskFull(f"no space left on the device{f' writing {where}' if where else ''}: free space and run "
+                        "the command again (nothing after the last commit was kept; the workspace still opens)")
+    return None

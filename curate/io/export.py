@@ -33,6 +33,7 @@ class ExportSummary:
     documents: int = 0
     redacted: int = 0
     files: list[dict] = field(default_factory=list)
+    meta_skipped: list[dict] = field(default_factory=list)  # documents whose meta could not be read: id, reason
 
 
 def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
@@ -71,7 +72,7 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
         writer.abort()
         raise
     index = {"documents": summary.documents, "redacted": summary.redacted, "format": format,
-             "meta": writer.meta.describe(), "files": summary.files}
+             "meta": writer.meta.describe(), "meta_not_exported": summary.meta_skipped, "files": summary.files}
     lake.write_atomic(lake.join(out, INDEX), (json.dumps(index, indent=2) + "\n").encode(), endpoint)
     log.event("export", path=lake.redact_uri(out), documents=summary.documents, redacted=summary.redacted,
               files=len(summary.files))
@@ -96,6 +97,17 @@ class _Writer:
         self.stream = _Hashing(self.part.__enter__())
         self.size = self.docs = 0
 
+    def _meta(self, doc_id: str, text: str | None) -> Any:
+        """A document's meta as an object; one nested deeper than JSON parsing can go is not exported, and
+        export.json names the document and why (the run goes on)."""
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except RecursionError:
+            self.summary.meta_skipped.append({"id": doc_id, "reason": "meta nested too deep to read: not exported"})
+            return None
+
     def write(self, batch: pa.RecordBatch) -> None:
         from curate.core.redact import MetaPolicy, apply, redacted_values
 
@@ -103,11 +115,13 @@ class _Writer:
         flags = batch.column("redacted").to_pylist()
         self.summary.redacted += sum(flags)
         texts, metas = [], []
-        for t, r, f, m in zip(batch.column("text").to_pylist(), batch.column("redactions").to_pylist(), flags,
-                              batch.column("meta").to_pylist(), strict=True):
+        for doc_id, t, r, f, m in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist(),
+                                      batch.column("redactions").to_pylist(), flags, batch.column("meta").to_pylist(),
+                                      strict=True):
             values = redacted_values(t, r) if f else []
             texts.append(apply(t, r) if f else t)
-            meta = policy.apply(json.loads(m), values) if m else None
+            parsed = self._meta(doc_id, m)
+            meta = None if parsed is None else policy.apply(parsed, values)
             metas.append(None if meta is None else json.dumps(meta, ensure_ascii=False))
         batch = pa.RecordBatch.from_arrays(
             [batch.column("id"), pa.array(texts, pa.string()), batch.column("url"), pa.array(metas, pa.string())],
