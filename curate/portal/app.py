@@ -19,6 +19,7 @@ from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from curate import __version__
 from curate.core.errors import NotFound as CoreNotFound
@@ -312,8 +313,6 @@ def create_app(store: Store, mail: Transport | None = None, base_url: str = "htt
     @api.post("/submit", include_in_schema=False)
     async def submit_form(request: Request) -> HTMLResponse:
         f = await form(request)
-        from starlette.concurrency import run_in_threadpool
-
         r = await run_in_threadpool(requests.submit, ctx, f.get("kind"), f.get("value"), f.get("contact") or None,
                                     f.get("evidence", ""), f.get("prefs") or None, f.get("site"), client(request))
         return html(request, lambda _t: page.receipt(r), 201)
@@ -328,16 +327,12 @@ def create_app(store: Store, mail: Transport | None = None, base_url: str = "htt
     @api.post("/revoke", include_in_schema=False)
     async def revoke_form(request: Request) -> HTMLResponse:
         f = await form(request)
-        from starlette.concurrency import run_in_threadpool
-
         r = await run_in_threadpool(requests.request_revoke, ctx, f.get("id", ""))
         return html(request, lambda _t: page.revoke_started(r))
 
     @api.post("/resend", include_in_schema=False)
     async def resend_form(request: Request) -> Response:
         f = await form(request)
-        from starlette.concurrency import run_in_threadpool
-
         r = await run_in_threadpool(requests.resend, ctx, f.get("id", ""))
         return RedirectResponse(f"/status?id={r['id']}", status_code=303)
 
@@ -348,8 +343,6 @@ def create_app(store: Store, mail: Transport | None = None, base_url: str = "htt
     @api.post("/confirm", include_in_schema=False)
     async def confirm_form(request: Request) -> HTMLResponse:
         f = await form(request)
-        from starlette.concurrency import run_in_threadpool
-
         r = await run_in_threadpool(requests.confirm, store, f.get("t", ""))
         return html(request, lambda _t: page.confirmed(r))
 
@@ -361,8 +354,6 @@ def create_app(store: Store, mail: Transport | None = None, base_url: str = "htt
     @api.post("/lookup", include_in_schema=False)
     async def lookup_form(request: Request) -> HTMLResponse:
         f = await form(request)
-        from starlette.concurrency import run_in_threadpool
-
         rels = await run_in_threadpool(lookups.releases, store)
         what, q = f.get("what", "url"), f.get("q", "").strip() if f.get("what") != "text" else f.get("q", "")
         if what not in ("url", "domain", "text"):
