@@ -80,6 +80,7 @@ def browser():
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver.implicitly_wait(15)  # a click on a form submits it: wait for the elements of the page it leads to
     try:
         yield driver
     finally:
@@ -94,7 +95,7 @@ def link(msg) -> str:
 @pytest.mark.slow
 def test_page_end_to_end_in_headless_chromium(tmp_path, smtp, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     inbox, smtp_port = smtp
     write_jsonl(tmp_path / "s.jsonl", [doc(i) for i in range(4)] + [
@@ -142,8 +143,8 @@ def test_page_end_to_end_in_headless_chromium(tmp_path, smtp, browser):
             assert WORK[:30] not in d.page_source
 
             d.get(f"{base}/status?id={rid}")
-            d.find_element(By.ID, "revoke").click()
-            assert "Revocation started" in d.page_source
+            d.find_element(By.ID, "revoke").click()  # a form POST: wait for the page it leads to
+            WebDriverWait(d, 20).until(lambda drv: "Revocation started" in drv.page_source)
             revoke_mail = inbox.wait(2)
             assert revoke_mail["To"] == "poet@example.org"
             d.get(link(revoke_mail))

@@ -196,7 +196,7 @@ class _WithinShard:
 
     def _poll(self) -> None:
         done, last = 0, -1.0
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(0.1):  # DuckDB reads a shard in a few statements of a second or so each
             try:
                 p = self.con.query_progress()
             except Exception:  # noqa: BLE001 - no statement, or the connection is between files: try again
