@@ -3,8 +3,8 @@ one node and with two nodes on this machine (tests/raycluster.py: loopback, toke
 
     .venv/bin/python benchmarks/scale_ray.py [--docs 100000] [--stages dedup_exact,dedup_fuzzy] [--out DIR]
 
-The corpus: documents of 300 words (~2 KB) drawn from data/samples' vocabulary with a seeded generator, 10% of
-them near copies of another (2 words replaced), in shards of 5,000. Each configuration runs `curate run` on a
+The corpus: benchmarks/short_corpus.py's "short" shape (real text of this machine, not data/samples: median 600
+characters, 10% edited and 3% exact copies), in shards of 5,000. Each configuration runs `curate run` on a
 fresh copy of one ingested workspace. Printed per configuration: wall clock; CPU seconds and peak RSS of the
 driver and of every cluster process (sampled from /proc every 0.2 s: a process that lives less than that is
 missed; the peak is the kernel's VmHWM); bytes of parts written; and the manifest's root (the same on all).
@@ -25,37 +25,22 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import short_corpus  # noqa: E402
 from raycluster import RayCluster, descendants  # noqa: E402
 
 CURATE = [sys.executable, "-m", "curate.cli"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def corpus(d: Path, docs: int, shard_docs: int = 5000, copies: float = 0.1) -> list[Path]:
-    words = sorted({w for p in (ROOT / "data" / "samples").glob("*.jsonl")
-                    for w in re.findall(r"[a-z]{3,12}", p.read_text().lower())})
-    rng = np.random.default_rng(7)
-    n_copies = int(docs * copies)
-    texts = [" ".join(rng.choice(words, 300)) for _ in range(docs - n_copies)]
-    for _ in range(n_copies):
-        w = texts[int(rng.integers(0, docs - n_copies))].split()
-        for k in rng.choice(len(w), 2, replace=False):
-            w[k] = str(rng.choice(words))
-        texts.insert(int(rng.integers(0, len(texts) + 1)), " ".join(w))
-    d.mkdir(parents=True, exist_ok=True)
-    out = []
-    for s in range(0, docs, shard_docs):
-        p = d / f"shard{s // shard_docs:04d}.jsonl"
-        with open(p, "w") as f:
-            for i in range(s, min(s + shard_docs, docs)):
-                f.write(json.dumps({"id": f"d{i}", "text": texts[i]}) + "\n")
-        out.append(p)
-    return out
+def corpus(d: Path, docs: int, shard_docs: int = 5000) -> list[Path]:
+    """short_corpus's "short" shape (real text of this machine, median 600 characters, 10% edited and 3% exact
+    copies) in JSONL shards of `shard_docs` documents."""
+    return short_corpus.build(d, docs, "short", shard_docs=shard_docs)
 
 
 class Sampler:

@@ -51,6 +51,8 @@ def test_events_off_a_terminal_and_as_json(ws, tmp_path):
     assert "progress" in kinds and next(e for e in events if e["event"] == "progress")["total"] == 50
     end = next(e for e in events if e["event"] == "stage_end")
     assert end["stage"] == "dedup_exact" and end["documents"] == 50 and end["rows"] == 50
+    # the fixed cost of a run is measurable from the log (benchmarks/full_run.py reads these)
+    assert all(isinstance(next(e for e in events if e["event"] == k)["seconds"], float) for k in ("policy", "manifest"))
     # stderr redirected and no --log-format: plain lines, one per event
     r = cli("run", str(ws.path), "--stages", "dedup_exact")
     assert "stage_start stage=dedup_exact" in r.stderr and "manifest path=" in r.stderr

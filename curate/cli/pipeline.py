@@ -82,10 +82,10 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show progress (a bar on a terminal, else a line every 10 s).")]
     = True,
     engine: Annotated[str | None, typer.Option(
-        help="Where per-document work runs: local (a process pool) or ray (default: the rules file's [engine], "
+        help="Where per-document work runs: local (a process pool) or ray (default: the rules file's \\[engine], "
              "else local).")] = None,
     ray_address: Annotated[str | None, typer.Option(
-        help="Address (host:port) of the Ray cluster's head for --engine ray (default: [engine] address, else "
+        help="Address (host:port) of the Ray cluster's head for --engine ray (default: \\[engine] address, else "
              "$RAY_ADDRESS, else a Ray instance of its own).")] = None,
 ) -> None:
     """Run the detectors on what they have not seen, then the policy, then write the manifest."""

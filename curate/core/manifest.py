@@ -15,6 +15,7 @@ import platform
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,7 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
     from `base` (an opt-out update touches a few documents of millions)."""
     from curate.core.policy import current_rules, load_rules
 
+    started = time.monotonic()
     release = out is None
     target = str(new_release(ws, name)) if release else str(out)
     remote = not lake.is_local(target)
@@ -106,7 +108,7 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
     elif release:
         publish(ws, local)
     log.event("manifest", path=lake.redact_uri(target), rows=table.num_rows, root_hash=root_hash,
-              by_action=counts["by_action"])
+              by_action=counts["by_action"], seconds=round(time.monotonic() - started, 3))
     return ManifestSummary(Path(target) if not remote else Path(local), table.num_rows, root_hash,
                            counts["by_action"], lake.redact_uri(target))
 
