@@ -163,6 +163,8 @@ def planted_corpus(d: Path, docs: int = 20_000, copies: int = 2_000) -> list[Pat
 
 @pytest.mark.slow
 def test_dedup_20k_planted_same_manifest(ray_cluster, frozen_rules, tmp_path):  # noqa: F811
+    """Per-document work in actors and the global steps (candidates, verification, exact keepers) in tasks over
+    partitions: the manifest byte for byte the local engine's."""
     shards = planted_corpus(tmp_path / "corpus")
     base = Workspace.init(tmp_path / "base")
     base.ingest([str(p) for p in shards])
@@ -170,9 +172,16 @@ def test_dedup_20k_planted_same_manifest(ray_cluster, frozen_rules, tmp_path):  
     local = copy(base.path, tmp_path / "local")
     curate(["run", str(local), "--workers", "2", "--stages", "dedup_exact,dedup_fuzzy"], frozen_rules)
     on_ray = copy(base.path, tmp_path / "ray")
-    curate(["run", str(on_ray), "--engine", "ray", "--ray-address", ray_cluster.address,
-            "--stages", "dedup_exact,dedup_fuzzy"], env)
+    done = curate(["run", str(on_ray), "--engine", "ray", "--ray-address", ray_cluster.address,
+                   "--stages", "dedup_exact,dedup_fuzzy"], env)
     assert manifest_bytes(on_ray) == manifest_bytes(local)
+    # the set work ran as tasks on both nodes (ray_global), the signatures read from the workers' parts
+    steps = {e["stage"]: e for e in events(done.stderr, "global_step")}
+    fuzzy, exact = steps["dedup_fuzzy"], steps["dedup_exact"]
+    assert fuzzy["partitions"] >= 2 and fuzzy["band_rows"] == 20_000 * 21, fuzzy
+    assert fuzzy["signatures_exported"] == 0 and fuzzy["signature_parts"] == 4, fuzzy
+    assert len(fuzzy["nodes"]) == 2 and fuzzy["near_pairs"] > 0, fuzzy
+    assert exact["partitions"] >= 2 and exact["rows"] == 20_000, exact
     dropped = Workspace(on_ray).sql("SELECT count(*) AS n FROM decisions WHERE list_contains(rule_ids, "
                                     "'near-duplicate')")["n"][0]
     assert dropped >= 1_900, dropped  # the planted copies were found (recall 0.998 at Jaccard 0.8)

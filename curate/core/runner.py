@@ -99,9 +99,13 @@ def run_stage(con: duckdb.DuckDBPyConnection, det: Detector, executor: Executor 
             con.execute("INSERT INTO stage_runs VALUES (?, ?, ?, ?, 0, now()::TIMESTAMP)",
                         [det.name, shard_id, fp, n])
         con.execute("COMMIT")
+    # The set work: the executor's distributed version of it when it has one (Ray: tasks over partitions),
+    # else the stage's own finalize on this connection.
+    global_step = getattr(executor, "global_step", None)
+    finalize = (global_step(det) if global_step is not None else None) or det.finalize
     con.execute("BEGIN")
     try:
-        det.finalize(con)
+        finalize(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -42,10 +42,12 @@ class RayExecutor:
     name = "ray"
     writes_parts = True
 
-    def __init__(self, address: str | None = None, parts_root: str | None = None, unit_rows: int = UNIT_ROWS):
+    def __init__(self, address: str | None = None, parts_root: str | None = None, unit_rows: int = UNIT_ROWS,
+                 partitions: int | None = None):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.parts_root = parts_root
         self.unit_rows = unit_rows
+        self.partitions = partitions  # of the global steps; None: from their rows (ray_global.PARTITION_ROWS)
         self._connected_here = False
 
     # -- the cluster ---------------------------------------------------------------------------------
@@ -98,6 +100,23 @@ class RayExecutor:
     def session(self, det: Detector, docs: int, chars: int) -> _Session:
         return _Session(self, det, docs)
 
+    def global_step(self, det: Detector) -> Callable[[Any], None] | None:
+        """The stage's set work as Ray tasks over partitions (`ray_global`), or None: its own `finalize`."""
+        from curate.core.executors import ray_global
+
+        if self.parts_root is None:
+            raise EngineError("the ray engine needs a parts location (the workspace's parts/ or a store prefix)")
+        tasks = ray_global.RayTasks(self.connect, _actor_env())
+        return ray_global.step_for(det, tasks, self.parts_root, self.partitions)
+
+
+def _actor_env() -> dict[str, str]:
+    """The environment of actors and tasks: the driver's CURATE_* settings (store credentials belong to the
+    nodes), and no BLAS threads (one actor or task per CPU already)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return env
+
 
 class _Session:
     """One stage's actors; `map` runs units on them, in order."""
@@ -123,8 +142,7 @@ class _Session:
         # Units are cut per shard, so even a small stage has one per shard: an actor per slot, unless there
         # are fewer than MIN_ACTOR_DOCS documents per actor (an actor costs ~1 s to start, measured).
         count = max(1, min(slots, -(-self.docs // MIN_ACTOR_DOCS)))
-        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")  # one actor per CPU already: no BLAS threads
+        env = _actor_env()
         options: dict[str, Any] = {"num_cpus": self.det.cpus, "max_restarts": MAX_RESTARTS,
                                    "max_task_retries": MAX_RESTARTS, "runtime_env": {"env_vars": env}}
         if self.det.batch_memory:
