@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import importlib.metadata
 import os
+import re
 import secrets
 import signal
 import socket
@@ -264,3 +265,174 @@ if pytest is not None:
             pytest.fail(str(e), pytrace=False)
         with S3Server(tmp_path_factory.mktemp("s3")) as server:
             yield server
+
+
+# -- a fault-injecting proxy ---------------------------------------------------------------------------
+FAULTS = ("503", "reset", "reset-body")
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+             b"<Message>Please reduce your request rate.</Message></Error>")
+
+
+class FaultProxy:
+    """An HTTP/1.1 forwarder on 127.0.0.1 in front of an S3 server that fails chosen requests, the way a store
+    under load or a flaky network does: `fail("key.jsonl", 2, "503")` answers the next two requests whose path
+    matches key.jsonl with 503 SlowDown; "reset" resets the connection before answering; "reset-body" passes
+    the request on, then sends the answer's headers and half its body (half its headers when it has no body)
+    and resets: the request took effect, its answer was lost. Requests pass unchanged (the Host header
+    too), so their SigV4 signatures stay valid.
+
+        with FaultProxy(server.port) as proxy:   # proxy.endpoint instead of the server's
+            proxy.fail("p1.jsonl", 2, "503")
+
+    `log` lists every request as (method, path, what was done: "ok", "503", "reset", "reset-body", and whether
+    it came on a connection that had carried a request before). That last matters: libcurl (under the AWS SDK)
+    resends a request once, out of its callers' sight, when a reused connection is reset before any byte of the
+    answer; a reset on a fresh connection, or after part of the answer, reaches the caller.
+    """
+
+    def __init__(self, upstream_port: int):
+        import http.server
+        import socketserver
+        import threading
+
+        self.upstream_port = upstream_port
+        self.rules: list[list] = []  # [path substring, times left, fault, method or None]
+        self.log: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def handle_one_request(self) -> None:
+                try:
+                    super().handle_one_request()
+                except (ConnectionError, OSError):
+                    self.close_connection = True
+
+            def setup(self) -> None:
+                super().setup()
+                self.served = 0
+
+            def do_any(self) -> None:
+                body = self._body()
+                fault = proxy._take(self.command, self.path)
+                proxy.log.append((self.command, self.path, fault or "ok", self.served > 0))
+                self.served += 1
+                if fault == "reset":
+                    return self._reset()
+                if fault == "503":
+                    self.send_response(503, "Slow Down")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
+                    self.end_headers()
+                    if self.command != "HEAD":  # a HEAD answer has no body
+                        self.wfile.write(SLOW_DOWN)
+                    return None
+                status, reason, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
+                self.send_response_only(status, reason)
+                for name, value in headers:
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                length = dict((k.lower(), v) for k, v in headers).get("content-length", str(len(payload)))
+                self.send_header("Content-Length", length if self.command == "HEAD" else str(len(payload)))
+                if fault == "reset-body" and (len(payload) <= 1 or self.command == "HEAD"):
+                    self._headers_buffer.append(b"\r\n")  # held back: cut in half below
+                else:
+                    self.end_headers()
+                if fault == "reset-body":  # half the body; or, when there is none to halve, half the headers
+                    if len(payload) > 1 and self.command != "HEAD":
+                        self.wfile.write(payload[: len(payload) // 2])
+                    else:
+                        head = b"".join(self._headers_buffer)
+                        self.wfile.write(head[: len(head) // 2])
+                    self.wfile.flush()
+                    return self._reset()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+                return None
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_any  # noqa: N815
+
+            def _body(self) -> bytes:
+                """The request body as sent (chunked framing kept, so the signed headers still match)."""
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    raw = bytearray()
+                    while True:
+                        line = self.rfile.readline()
+                        raw += line
+                        size = int(line.split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while (trailer := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                                raw += trailer
+                            raw += b"\r\n"
+                            return bytes(raw)
+                        raw += self.rfile.read(size + 2)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _reset(self) -> None:
+                """Close with an RST (SO_LINGER 0): the client sees 'connection reset by peer'."""
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self.close_connection = True
+                self.connection.close()
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True)
+
+    def fail(self, match: str, times: int, fault: str = "503", method: str | None = None) -> None:
+        """Fail the next `times` requests whose path (with its query) `match` finds, a regular expression (and
+        whose method is `method`, if given). Rules are tried in the order given."""
+        assert fault in FAULTS, fault
+        with self.lock:
+            self.rules.append([match, times, fault, method])
+
+    def _take(self, method: str, path: str) -> str | None:
+        with self.lock:
+            for rule in self.rules:
+                if rule[1] > 0 and re.search(rule[0], path) and rule[3] in (None, method):
+                    rule[1] -= 1
+                    return rule[2]
+        return None
+
+    def faults(self) -> int:
+        """How many requests were failed so far."""
+        return sum(what != "ok" for _, _, what, _ in self.log)
+
+    def _forward(self, method: str, path: str, headers, body: bytes):
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            payload = resp.read()
+            return resp.status, resp.reason, resp.getheaders(), payload
+        finally:
+            conn.close()
+
+    def start(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -248,3 +248,5 @@ def export(
     atomically; export.json, the index, last)."""
     s = Workspace(ws).export(out_dir, format=format, max_bytes=max_bytes, endpoint=endpoint)
     out.print(f"exported {s.documents} documents ({s.redacted} redacted) to {len(s.files)} file(s) in {s.path}")
+    if s.retried.retries:
+        out.print(s.retried.describe())

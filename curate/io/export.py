@@ -34,6 +34,7 @@ class ExportSummary:
     redacted: int = 0
     files: list[dict] = field(default_factory=list)
     meta_skipped: list[dict] = field(default_factory=list)  # documents whose meta could not be read: id, reason
+    retried: lake.RetryStats = field(default_factory=lake.RetryStats)  # transient store errors; not in export.json
 
 
 def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
@@ -41,13 +42,25 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
     """Write kept and redacted documents in ingest order to a directory or store prefix (s3://...), in parts of
     at most about `max_bytes`, each written atomically (a reader never sees half a part); `export.json`, which
     lists the parts and their hashes, is removed first and written last, so an interrupted export leaves
-    nothing that looks complete."""
+    nothing that looks complete. Transient store errors are retried (curate.io.lake) and counted in the
+    summary's `retried`."""
+    if format not in FORMATS:
+        raise UserError(f"format must be one of {', '.join(FORMATS)}")
+    with lake.counting() as retried:
+        summary = _export(ws, str(out), format, max_bytes, batch_rows, endpoint)
+    # The retries are said (summary, log event) but not written into export.json: the same documents give the
+    # same export.json byte for byte, however the network behaved.
+    summary.retried = retried
+    log.event("export", path=lake.redact_uri(str(out)), documents=summary.documents, redacted=summary.redacted,
+              files=len(summary.files), retries=retried.retries, retry_errors=retried.errors)
+    return summary
+
+
+def _export(ws: Workspace, out: str, format: str, max_bytes: int, batch_rows: int,
+            endpoint: str | None) -> ExportSummary:
     from curate.core.policy import current_rules
     from curate.core.redact import MetaPolicy, redactions_sql
 
-    if format not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}")
-    out = str(out)
     if lake.is_local(out):
         Path(out).mkdir(parents=True, exist_ok=True)
     lake.remove(lake.join(out, INDEX), endpoint)
@@ -74,8 +87,6 @@ def export(ws: Workspace, out: str | os.PathLike[str], format: str = "jsonl",
     index = {"documents": summary.documents, "redacted": summary.redacted, "format": format,
              "meta": writer.meta.describe(), "meta_not_exported": summary.meta_skipped, "files": summary.files}
     lake.write_atomic(lake.join(out, INDEX), (json.dumps(index, indent=2) + "\n").encode(), endpoint)
-    log.event("export", path=lake.redact_uri(out), documents=summary.documents, redacted=summary.redacted,
-              files=len(summary.files))
     return summary
 
 
