@@ -127,6 +127,13 @@ def test_pointer_to_the_full_text_is_not_a_grant(scanner):
     found = [f for f in scan(doc, scanner.index) if f.license]
     assert [(f.evidence, f.license, f.scope) for f in found] == [("reference", "GPL-2.0-only", "mention")]
     assert expression(found) is None
+    # a pointer after a grant says where the granted licence's text is: still a grant
+    for doc, lic in [("This project is licensed under the GPLv3 - see the LICENSE file for details", "GPL-3.0-only"),
+                     ("Distributed under the Apache License 2.0, which can be found in the LICENSE file.",
+                      "Apache-2.0"),
+                     ("The Debian packaging is licensed under Apache-2.0\nsee `/usr/share/common-licenses/Apache-2.0'.",
+                      "Apache-2.0")]:
+        assert expression(scan(doc, scanner.index)) == lic, doc
 
 
 def test_gpl_full_text_alone_is_only_and_with_a_later_notice_is_or_later(scanner):
@@ -312,7 +319,8 @@ def test_a_long_partial_copy_counts_but_a_disclaimer_alone_does_not(scanner):
     grant = mit[mit.index("Permission is hereby"):mit.index("THE SOFTWARE IS PROVIDED")]
     bsd = template("BSD-3-Clause")
     disclaimer = bsd[bsd.index("THIS SOFTWARE IS PROVIDED"):]
-    assert "BSD-3-Clause" not in full_texts(scanner, rewrap(grant + "\n\n" + disclaimer, 72))
+    # the MIT grant and conditions verbatim, then another licence's disclaimer: an MIT licence, and no BSD one
+    assert full_texts(scanner, rewrap(grant + "\n\n" + disclaimer, 72)) == ["MIT"]
 
 
 def test_benchmark_ground_truth_mapping():
@@ -359,6 +367,35 @@ def refs(scanner: Scanner, text: str) -> list[tuple]:
      ("GPL-1.0-or-later OR Artistic-1.0-Perl", "dep5_field", "files")),
     ("Dual-licensed under the MIT and Apache 2.0 licenses.", ("MIT OR Apache-2.0", "statement", "self")),
     ("The code is licensed under MIT, the data under CC-BY-4.0.", ("MIT", "statement", "self")),
+    # links around the name (Markdown, reStructuredText) are transparent
+    ("spaCy is commercial open-source software, released under the\n[MIT license](https://github.com/x/y/LICENSE).",
+     ("MIT", "statement", "self")),
+    ("Polars is licensed under the [MIT License](LICENSE) (SPDX: `MIT`).", ("MIT", "statement", "self")),
+    ("The project has an `MIT open-source\n  license <LICENSE>`__.", ("MIT", "statement", "self")),
+    ("| **License** | `MIT` |\n| **Version** | 3.8 |", ("MIT", "metadata", "self")),
+    ("*License?*\n\nMIT\n\n*Code of conduct?*\n", ("MIT", "heading", "self")),
+    ("License\n\nApache 2.0\n", ("Apache-2.0", "heading", "self")),
+    ("0.7.0 (2013-08-09)\n\n- Switched from LGPL to MIT license.\n- Added a class.", ("LGPL-2.0-or-later", "statement",
+                                                                                     "mention")),
+    ("released under dual license - either `Apache 2.0 License <https://www.apache.org/licenses/LICENSE-2.0>`_ or "
+     "the `BSD 3-Clause License <https://opensource.org/licenses/BSD-3-Clause>`_.",
+     ("Apache-2.0 OR BSD-3-Clause", "statement", "self")),
+    # a grant over a list of licences, one per item (every Rust crate's README)
+    ("Licensed under either of\n\n * Apache License, Version 2.0 ([LICENSE-APACHE](LICENSE-APACHE) or "
+     "http://www.apache.org/licenses/LICENSE-2.0)\n * MIT license ([LICENSE-MIT](LICENSE-MIT) or "
+     "http://opensource.org/licenses/MIT)\n\nat your option.", ("Apache-2.0 OR MIT", "statement", "self")),
+    ("This crate is available under all of the following licenses:\n\n- MIT\n- Zlib\n",
+     ("MIT AND Zlib", "statement", "self")),
+    ("distributed under the terms of the Apache License, Version 2.0", ("Apache-2.0", "statement", "self")),
+    ("distributed under the terms of both the MIT license and the Apache License (Version 2.0).",
+     ("MIT AND Apache-2.0", "statement", "self")),
+    # "this package is ..." is the grant itself; "packages are ..." speaks of other components
+    ("This package is licensed under the BSD 3-Clause License.", ("BSD-3-Clause", "statement", "self")),
+    ("Some packages are licensed under the GPL, others under MIT.", ("GPL-1.0-or-later", "statement", "mention")),
+    # a list granted after its last name
+    ("This crate is MIT and Apache-2.0 licensed.", ("MIT AND Apache-2.0", "statement", "self")),
+    ("provided as an open-source dual [BSD](LICENSE) and [GPLv2](COPYING) licensed **C** library",
+     ("LicenseRef-BSD OR GPL-2.0-only", "statement", "self")),
 ])
 def test_references_by_name(scanner, text, expected):
     found = refs(scanner, text)
@@ -372,6 +409,57 @@ def test_a_bare_family_says_so_and_never_guesses_a_version(scanner):
     # a versioned reading of the same family makes the bare one redundant
     assert expression(scan("Licensed under the GPL. See below: released under the GPLv3 or later.",
                            scanner.index)) == "GPL-3.0-or-later"
+
+
+def test_relicensing_grants_the_new_licence_and_a_link_target_is_part_of_its_name(scanner):
+    assert expression(scan("- Switched from LGPL to MIT license.\n", scanner.index)) == "MIT"
+    assert expression(scan("We relicensed the project from the GPL to the Apache License 2.0.", scanner.index)) == \
+        "Apache-2.0"
+    # the URLs the names link to say the same: one OR reference, not two more licences joined by AND
+    text = ("All contributions after December 1, 2017 released under dual license - either `Apache 2.0 License "
+            "<https://www.apache.org/licenses/LICENSE-2.0>`_ or the `BSD 3-Clause License "
+            "<https://opensource.org/licenses/BSD-3-Clause>`_. Contributions before December 1, 2017 are released "
+            "only under the BSD 3-Clause License.")
+    found = [f for f in scan(text, scanner.index) if f.license]
+    assert [(f.license, f.form) for f in found] == [("Apache-2.0 OR BSD-3-Clause", "statement"),
+                                                    ("BSD-3-Clause", "statement")]
+    # a licence URL that is not a link target of a name stays a reference of its own
+    assert [r[:2] for r in refs(scanner, "Licensed under the BSD License; see https://opensource.org/licenses/ISC.")] \
+        == [("LicenseRef-BSD", "statement"), ("ISC", "url")]
+
+
+def test_windowed_scans_give_the_matches_of_whole_text_scans(scanner):
+    """The name trie and the literal-windowed FIELD, badge, URL and in-URL checks find exactly what whole-text
+    scans with the plain patterns find, on real documents of this machine (Debian copyright files)."""
+    from curate.stages.licenses import references as r
+
+    names = scanner.names
+    plain = re.compile(r"(?<![\w/.@-])(?:" + "|".join(
+        r"[\s_-]+".join(re.escape(w).replace("license", "(?:open[\\s_-]*source[\\s_-]+)?licen[cs]e")
+                        for w in n.split(" "))
+        for n in sorted({r._norm(n) for n in [*names.families, *r.GNU_NAMES]}, key=len, reverse=True))
+        + r")(?=[vV]?\d|[^\w]|_|$)(?!-[A-Za-z])", re.I)
+    docs = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(Path("/usr/share/doc").glob("*/copyright"))]
+    docs = [d for d in docs if len(d) < 200_000][:300]
+    docs.append("[![License](https://img.shields.io/pypi/l/x.svg)](LICENSE) see https://www.opensource.org/licenses/"
+                "mit-license.php and http://gnu.org/licenses/gpl-2.0.html\n.. image:: https://x/license.svg\n"
+                "   :alt: MIT License\nlicense = \"MIT\"\n\"license\": \"ISC\"\n| License | MIT |\n")
+    docs.append("gnu.org/licenses/gpl-3.0.html, then www.spdx.org/licenses/ISC.html and opensource.org/licenses/MIT")
+    assert len(docs) > 50
+    for d in docs:
+        low = d.lower()
+        spans = [m.span() for m in plain.finditer(d)]
+        assert [m.span() for m in names.regex.finditer(d)] == spans
+        assert [m.span() for m in names.lower.finditer(low)] == spans
+        if "licen" in low:
+            assert [m.span() for m in r._field_matches(d, low)] == [m.span() for m in r.FIELD.finditer(d)]
+        assert [m.span() for m in r._url_matches(d, low)] == [m.span() for m in r.URLS.finditer(d)]
+        starts = r._finds(d, "![") + r._finds(low, "image::")
+        assert [m.span() for m in r._starts_at(r.BADGE_ALT, d, starts)] == \
+            [m.span() for m in r.BADGE_ALT.finditer(d)]
+        urls = [u.span() for u in r.URL_TOKEN.finditer(d)]
+        for s, _ in spans:
+            assert r._in_url(d, s) == any(a <= s < b for a, b in urls)
 
 
 @pytest.mark.parametrize("text", [

@@ -290,26 +290,58 @@ class TemplateIndex:
                 if len(inl):
                     a, b = int(inl[0]), int(inl[-1]) + 1
             uniq = _distinct(j[a:b][req[a:b]])
-            matched, optional = len(uniq), len(_distinct(j[a:b])) - len(uniq)
-            recall = matched / self.sizes[t]
+            matched = len(uniq)
             if matched < need:
                 continue
-            ps, tps = p[a:b], tp[a:b]
-            gaps = np.diff(ps)
-            # a gap between two matches whose template positions enclose a <<var>> slot is the slot's filler
-            vb = self.var_before[t]
-            filled = (tps[:-1] >= 0) & (tps[1:] > tps[:-1]) & (gaps > K)
-            filled[filled] = vb[np.minimum(tps[1:][filled] + K, len(vb) - 1)] > vb[tps[:-1][filled]]
-            covered = int(np.where(filled, gaps, np.minimum(gaps, K)).sum()) + K
-            precision = covered / (int(ps[-1]) + K - int(ps[0]))
+            recall, precision, optional = self._measure(t, p[a:b], tp[a:b], j[a:b], req[a:b])
             full = recall >= self.min_recall and precision >= self.min_precision
             partial = recall >= PARTIAL_RECALL and matched >= PARTIAL_MIN and precision >= PARTIAL_PRECISION
+            if not (full or partial) and recall >= PARTIAL_RECALL and matched >= PARTIAL_MIN:
+                # the licence's own text, then other text that shares some of its phrases (an MIT grant under a
+                # BSD-style disclaimer): the longest verbatim start of the copy may be a partial copy
+                if (cut := self._verbatim_start(t, p[a:b], tp[a:b], j[a:b], req[a:b])) is not None:
+                    b = a + cut
+                    recall, precision, optional = self._measure(t, p[a:b], tp[a:b], j[a:b], req[a:b])
+                    partial = True
+            ps = p[a:b]
             score = 2 * recall * precision / (recall + precision)
             (out if full or partial else rejected).append(
                 FullText(self.licenses[t], self.names[t], int(starts[ps[0]]), int(ends[ps[-1] + K - 1]),
                          round(float(score), 4), float(recall), float(precision), int(self.sizes[t]), optional,
                          partial and not full))
         return out, rejected
+
+    def _covered(self, t: int, ps: np.ndarray, tps: np.ndarray) -> np.ndarray:
+        """Per gap between consecutive matches, the document tokens the template explains there: K at most, the
+        whole gap when the template positions around it enclose a <<var>> slot (the slot's filler)."""
+        gaps = np.diff(ps)
+        vb = self.var_before[t]
+        filled = (tps[:-1] >= 0) & (tps[1:] > tps[:-1]) & (gaps > K)
+        filled[filled] = vb[np.minimum(tps[1:][filled] + K, len(vb) - 1)] > vb[tps[:-1][filled]]
+        return np.where(filled, gaps, np.minimum(gaps, K))
+
+    def _measure(self, t: int, ps: np.ndarray, tps: np.ndarray, j: np.ndarray,
+                 req: np.ndarray) -> tuple[float, float, int]:
+        """Recall, precision and matched optional 3-grams of the copy made of these matches."""
+        uniq = _distinct(j[req])
+        optional = len(_distinct(j)) - len(uniq)
+        covered = int(self._covered(t, ps, tps).sum()) + K
+        return len(uniq) / self.sizes[t], covered / (int(ps[-1]) + K - int(ps[0])), optional
+
+    def _verbatim_start(self, t: int, ps: np.ndarray, tps: np.ndarray, j: np.ndarray, req: np.ndarray) -> int | None:
+        """How many of these matches, from the first, make the longest start of the copy that is a partial copy
+        (PARTIAL_*), or None. Only a start: a licence is told by its grant and conditions, while the end of many
+        is a disclaimer they share (measured: trying ends too read the BSD disclaimer under an MIT grant as a
+        BSD-1-Clause, and MIT-style endings as MIT-open-group, in /usr/share/doc/*/copyright)."""
+        covered = K + np.concatenate([[0], np.cumsum(self._covered(t, ps, tps))])
+        precision = covered / (ps - ps[0] + K)
+        # distinct required keys seen so far: each key counts at its first occurrence
+        first = np.zeros(len(ps), np.int64)
+        keys, idx = np.unique(np.where(req, j, -1), return_index=True)
+        first[idx[keys >= 0]] = 1
+        ok = np.flatnonzero((precision >= PARTIAL_PRECISION)
+                            & (np.cumsum(first) >= max(PARTIAL_MIN, PARTIAL_RECALL * self.sizes[t])))
+        return int(ok[-1]) + 1 if len(ok) else None
 
 
 def _optional_spans(text: str) -> tuple[str, list[tuple[int, int]]]:
