@@ -127,6 +127,10 @@ def test_samples_same_manifest_on_two_nodes(ray_cluster, ingested, local_samples
         assert sum(n["documents"] for n in e["nodes"].values()) == e["documents"] == 2240
     published = events(done.stderr, "part_published")
     assert published and all(p["bytes"] > 0 for p in published if p["rows"])
+    # the policy and the manifest's rows ran as a task per shard (ray_policy), bias_terms read from the parts
+    (policy,) = events(done.stderr, "policy")
+    assert policy["engine"] == "tasks" and policy["tasks"] == policy["shards"] > 1, policy
+    assert policy["from_parts"]["bias_terms"] == policy["shards"] and "dedup_exact" in policy["global"], policy
     assert_parts_clean(ws)
     # a rerun has nothing to do, and the engine can also come from the rules file's [engine]
     rules = Path(frozen_rules["CURATE_RULES_DIR"]) / "default.toml"
@@ -182,6 +186,10 @@ def test_dedup_20k_planted_same_manifest(ray_cluster, frozen_rules, tmp_path):  
     assert fuzzy["signatures_exported"] == 0 and fuzzy["signature_parts"] == 4, fuzzy
     assert len(fuzzy["nodes"]) == 2 and fuzzy["near_pairs"] > 0, fuzzy
     assert exact["partitions"] >= 2 and exact["rows"] == 20_000, exact
+    # the policy and the manifest's rows: a task per shard (short tasks: Ray may run all four on one node)
+    (policy,) = events(done.stderr, "policy")
+    assert policy["engine"] == "tasks" and policy["tasks"] == 4 and policy["nodes"], policy
+    assert policy["exported"]["dedup_fuzzy"] == 4 and "dedup_exact" in policy["global"], policy
     dropped = Workspace(on_ray).sql("SELECT count(*) AS n FROM decisions WHERE list_contains(rule_ids, "
                                     "'near-duplicate')")["n"][0]
     assert dropped >= 1_900, dropped  # the planted copies were found (recall 0.998 at Jaccard 0.8)
@@ -237,7 +245,9 @@ class Probe(Detector):
     output = "ray_probe"
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
-        time.sleep(0.002 * batch.num_rows)
+        # 6 ms a document: ~7 s on two 1-CPU nodes, a window the kill loop below cannot miss on a loaded machine
+        # (at 2 ms it was missed in 2 of ~10 runs with the load average at 5)
+        time.sleep(0.006 * batch.num_rows)
         texts = batch.column("text").to_pylist()
         if any("Copyright (C) 2009" in t for t in texts):
             raise ValueError("planted failure")

@@ -60,7 +60,7 @@ class ManifestSummary:
 def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
                    rules: str | os.PathLike[str] | None = None, base: str | os.PathLike[str] | None = None,
                    changed: str | None = None, root: str | None = None, name: str | None = None,
-                   sign: str | os.PathLike[str] | None = None) -> ManifestSummary:
+                   sign: str | os.PathLike[str] | None = None, rows: pa.Table | None = None) -> ManifestSummary:
     """Write the manifest of the current decisions, recording the rules file behind them (`rules`, when given,
     must be that file).
 
@@ -69,7 +69,8 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
     the shard URIs in the manifest relative to it; `sign` (an ed25519 private key, PEM) signs the root
     (ROOT.sig). With `base` (a manifest of the same workspace and rules)
     and `changed` (a table of doc_ids), only the rows of those documents are recomputed; the others are copied
-    from `base` (an opt-out update touches a few documents of millions)."""
+    from `base` (an opt-out update touches a few documents of millions). `rows`, when given, are the rows
+    `manifest_rows` would compute for the current decisions and `root` (computed elsewhere: the Ray engine)."""
     from curate.core.policy import current_rules, load_rules
 
     started = time.monotonic()
@@ -86,7 +87,8 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
         if not con.execute("SELECT count(*) FROM decisions").fetchall()[0][0] and \
                 con.execute("SELECT count(*) FROM documents").fetchall()[0][0]:
             raise UserError("no decisions yet: run `curate run` (or `curate decide`) first")
-        table = manifest_rows(con, ruleset, root, base, changed)
+        # `rows`: the manifest's rows computed already for these decisions (the Ray engine's per-shard tasks)
+        table = manifest_rows(con, ruleset, root, base, changed) if rows is None else rows
         run = _run_record(con, ruleset, root)
     pq.write_table(table, local / MANIFEST, compression="zstd", write_statistics=False,
                    use_dictionary=False, row_group_size=1 << 20)
@@ -130,18 +132,26 @@ def manifest_rows(con: duckdb.DuckDBPyConnection, ruleset: Any, root: str | None
     uri = _relative_uri("s.uri", root)
     table = con.sql(f"""
         SELECT *, {ROW_HASH_SQL} AS row_hash FROM (
-            SELECT d.doc_id, {uri} AS shard_uri, s.sha256 AS shard_sha256, d."row", d.sha256 AS input_sha256,
-                   c.action, c.rule_ids,
-                   CASE c.action WHEN 'keep' THEN d.sha256 WHEN 'redact' THEN r.output_sha256 END
-                       AS output_sha256,
-                   CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
-            FROM documents d JOIN shards s USING (shard_id) JOIN decisions c USING (doc_id)
-            LEFT JOIN _redacted r USING (doc_id) {f"SEMI JOIN {changed} USING (doc_id)" if base else ""})
+            {rows_sql(uri, f"SEMI JOIN {changed} USING (doc_id)" if base else "")})
         {f"UNION ALL SELECT * FROM read_parquet({literal(Path(base) / MANIFEST)}) "
          f"ANTI JOIN {changed} USING (doc_id)" if base else ""}
         ORDER BY doc_id""").to_arrow_table()
     con.execute("DROP TABLE _redacted")
     return table.cast(_schema())
+
+
+def rows_sql(uri: str, where: str = "") -> str:
+    """SQL: a manifest row's fields but its hash, per document, from the relations `documents`, `shards`,
+    `decisions` and `_redacted` (doc_id, output_sha256, redactions of the `redact` documents); `uri` is the SQL of
+    the shard URI (`_relative_uri`), `where` a clause appended to the joins. `manifest_rows` and the Ray engine's
+    per-shard tasks (executors/ray_policy.py) both use it."""
+    return f"""SELECT d.doc_id, {uri} AS shard_uri, s.sha256 AS shard_sha256, d."row", d.sha256 AS input_sha256,
+                   c.action, c.rule_ids,
+                   CASE c.action WHEN 'keep' THEN d.sha256 WHEN 'redact' THEN r.output_sha256 END
+                       AS output_sha256,
+                   CASE c.action WHEN 'redact' THEN r.redactions END AS redactions
+            FROM documents d JOIN shards s USING (shard_id) JOIN decisions c USING (doc_id)
+            LEFT JOIN _redacted r USING (doc_id) {where}"""
 
 
 FORMAT = 2  # manifest format: 2 = the root covers run.json (1: the rows only)

@@ -113,6 +113,7 @@ def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.Path
 
     ruleset = load_rules(rules)
     summary = RunSummary()
+    rows = None  # the manifest's rows, when the executor's policy step computed them
     engine, ray_address = engine_settings(ruleset, engine, ray_address)
     executor = make_executor(engine, workers, address=ray_address, parts_root=str(ws.path / "parts"))
     try:
@@ -124,12 +125,18 @@ def run(ws: Workspace, stages: Sequence[str] | None = None, rules: str | os.Path
             executor.prepare(dets, {det.name: pending_totals(con, det) for det in dets})
             for det in dets:
                 summary.stages.append(run_stage(con, det, executor, progress=progress))
-            summary.decisions = write_decisions(con, ruleset)
+            # The executor's distributed policy when it has one (Ray: a task per shard gives its decisions and
+            # manifest rows), else the policy on this connection and the manifest's rows from the workspace.
+            policy_step = getattr(executor, "policy_step", None)
+            if policy_step is not None:
+                summary.decisions, rows = policy_step(con, ruleset, root)
+            else:
+                summary.decisions = write_decisions(con, ruleset)
     finally:
         close = getattr(executor, "close", None)
         if close is not None:
             close()
-    summary.manifest = write_manifest(ws, manifest, name=name, root=root)
+    summary.manifest = write_manifest(ws, manifest, name=name, root=root, rows=rows)
     return summary
 
 

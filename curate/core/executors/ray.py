@@ -109,6 +109,15 @@ class RayExecutor:
         tasks = ray_global.RayTasks(self.connect, _actor_env())
         return ray_global.step_for(det, tasks, self.parts_root, self.partitions)
 
+    def policy_step(self, con: Any, ruleset: Any, root: str | None = None) -> tuple[Any, pa.Table]:
+        """The policy and the manifest's rows as a Ray task per shard (`ray_policy`): (DecideSummary, rows)."""
+        from curate.core.executors import ray_global, ray_policy
+
+        if self.parts_root is None:
+            raise EngineError("the ray engine needs a parts location (the workspace's parts/ or a store prefix)")
+        tasks = ray_global.RayTasks(self.connect, _actor_env())
+        return ray_policy.policy_step(con, ruleset, tasks, self.parts_root, root)
+
 
 def _actor_env() -> dict[str, str]:
     """The environment of actors and tasks: the driver's CURATE_* settings (store credentials belong to the
