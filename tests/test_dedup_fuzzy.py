@@ -302,3 +302,70 @@ def test_a_bucket_of_many_copies_gives_linear_candidates(ws, tmp_path, real_text
     assert ws.sql("SELECT keeper FROM dedup_fuzzy LIMIT 1").item() == "copy-000"
     # the first 50 members pair with each other; each later one with the first and the previous member
     assert ws.sql("SELECT count(*) FROM dedup_pairs").item() == 50 * 49 // 2 + 2 * 250
+
+
+# -- verification and candidate generation, piece by piece ---------------------------------------------
+def test_exact_jaccard_of_shingle_sets_equals_the_set_definition(real_texts):
+    """The batched exact Jaccard (one read and one shingling per document, however many pairs it is in)
+    equals mh.jaccard of the scalar shingle sets, for pairs of related and unrelated real texts."""
+    from curate.stages.dedup_fuzzy.stage import _set_jaccard, _Sets
+
+    texts = real_texts[:60] + [edited(real_texts[i], 0.85, i) for i in range(0, 40, 4) if len(real_texts[i]) > 500]
+    hashes, counts = mh.shingle_hashes(texts)
+    keys = np.sort((np.repeat(np.arange(len(texts), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    sets = _Sets(np.arange(len(texts)), keys,
+                 np.searchsorted(keys, np.arange(len(texts) + 1, dtype=np.uint64) << np.uint64(32)))
+    rng = np.random.default_rng(3)
+    a = np.concatenate([np.arange(0, 40, 4)[:len(texts) - 60], rng.integers(0, len(texts), 200)])
+    b = np.concatenate([np.arange(60, len(texts)), rng.integers(0, len(texts), 200)])
+    got = _set_jaccard(sets, a, sets, b)
+    want = [mh.jaccard({mh.shingle_hash(s) for s in mh.shingles(texts[x])},
+                       {mh.shingle_hash(s) for s in mh.shingles(texts[y])}) for x, y in zip(a, b, strict=True)]
+    assert np.array_equal(got, np.array(want))
+    assert (got[:len(texts) - 60] > 0.7).all()  # the edited copies are near their originals
+
+
+def test_candidate_partitions_together_are_all_candidates(ws, tmp_path, corpus):
+    """candidate_pairs over P partitions of the band buckets: their union (DISTINCT) is the whole set, for
+    every P, so a cluster engine can generate and verify each partition in its own task."""
+    from curate.stages.dedup_fuzzy.stage import candidate_pairs
+
+    docs = dict(corpus)
+    docs.update({f"many-{i:02d}": corpus["orig-5"] + " extra" * (i % 3) for i in range(60)})  # a bucket past the cap
+    ingest(ws, tmp_path, "a", docs)
+    ws.run(stages=["dedup_fuzzy"])
+    with ws.connect(write=True) as con:
+        candidate_pairs(con, 0, 50)
+        whole = sorted(con.execute("SELECT a, b FROM _cand").fetchall())
+        assert len(whole) > 50 * 49 // 2
+        for partitions in (2, 5):
+            parts = set()
+            for p in range(partitions):
+                candidate_pairs(con, 0, 50, p, partitions, into=f"_cand_{p}")
+                parts |= set(con.execute(f"SELECT a, b FROM _cand_{p}").fetchall())
+            assert sorted(parts) == whole
+        # only pairs with a new document: none past the last seq, all with one at or past the first
+        last = con.execute("SELECT max(seq) FROM dedup_bands").fetchone()[0]
+        candidate_pairs(con, last + 1, 50)
+        assert con.execute("SELECT count(*) FROM _cand").fetchone()[0] == 0
+        candidate_pairs(con, last - 10, 50)
+        assert con.execute("SELECT count(*) FILTER (b < ?), count(*) FROM _cand", [last - 10]).fetchone()[0] == 0
+
+
+def test_exact_content_hash_takes_the_ingest_hash_only_for_normalised_text():
+    """dedup_exact's content hashes equal curate.util.text.content_hash, and the SHA-256 computed at ingest
+    stands in for it only where normalisation leaves the text as it is."""
+    import hashlib
+
+    from curate.stages.dedup_exact.stage import content_hashes
+    from curate.util.text import content_hash
+
+    texts = ["already normalised text", "Not Normalised", "two  spaces", " lead", "trail ", "line\nbreak",
+             "straße", "cafe\u0301", "", "x\u00a0y", "\x1cseparator"] + ODD
+    ingest = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert content_hashes(texts, ingest) == content_hashes(texts) == [content_hash(t) for t in texts]
+    marked = [f"ingest-{i}" for i in range(len(texts))]  # which ones are taken from the ingest hash
+    got = content_hashes(texts, marked)
+    assert {t for t, h in zip(texts, got, strict=True) if h.startswith("ingest-")} == \
+        {"already normalised text", "", "one", "two words", "a_b c-d e.f g h i j"}

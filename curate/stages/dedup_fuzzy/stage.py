@@ -58,7 +58,7 @@ class _WritersOf:
 class FuzzyDedup(Detector):
     name = "dedup_fuzzy"
     audit = "curate.stages.dedup_fuzzy.audit"
-    throughput = 15e6  # chars/s on one core, measured on data/samples
+    throughput = 30e6  # chars/s on one core: 32 million on 100,000 short documents (dedup_speed.py --shape heavy)
     version = "1"
     schema_version = 3
     tables: ClassVar[dict[str, str]] = {
@@ -221,26 +221,7 @@ class FuzzyDedup(Detector):
 
     def _add_pairs(self, con: duckdb.DuckDBPyConnection, first_new: int) -> None:
         """Candidate pairs involving a new document, verified on the full signatures."""
-        con.execute("""CREATE OR REPLACE TEMP TABLE _members AS
-            WITH shared AS (SELECT band, bucket FROM dedup_bands GROUP BY band, bucket
-                            HAVING count(*) > 1 AND max(seq) >= $first)
-            SELECT b.band, b.bucket, b.seq, b.seq >= $first AS is_new,
-                   row_number() OVER (PARTITION BY b.band, b.bucket ORDER BY b.seq) - 1 AS pos
-            FROM dedup_bands b SEMI JOIN shared USING (band, bucket)""", {"first": first_new})
-        con.execute("""CREATE OR REPLACE TEMP TABLE _cand AS
-            SELECT DISTINCT a, b FROM (
-                SELECT y.seq AS a, x.seq AS b FROM _members x JOIN _members y
-                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos < x.pos
-                WHERE x.is_new AND x.pos < $cap AND y.pos < $cap
-                UNION ALL  -- past the cap: the first member and the previous one (two equi-joins, never k^2)
-                SELECT y.seq, x.seq FROM _members x JOIN _members y
-                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos = 0
-                WHERE x.is_new AND x.pos >= $cap
-                UNION ALL
-                SELECT y.seq, x.seq FROM _members x JOIN _members y
-                    ON x.band = y.band AND x.bucket = y.bucket AND y.pos = x.pos - 1
-                WHERE x.is_new AND x.pos >= $cap)""", {"cap": self.settings.max_bucket})
-        con.execute("DROP TABLE _members")
+        candidate_pairs(con, first_new, self.settings.max_bucket)
         for t in self._verified(con, "dedup_signatures", "documents"):
             con.register("_rows", t.select(["doc_a", "doc_b", "jaccard", "exact"]))
             con.execute("INSERT INTO dedup_pairs BY NAME SELECT * FROM _rows")
@@ -248,49 +229,66 @@ class FuzzyDedup(Detector):
         con.execute("DROP TABLE _cand")
 
     def _verified(self, con: duckdb.DuckDBPyConnection, ref_sigs: str, ref_docs: str) -> Iterator[pa.Table]:
-        """The candidate pairs of `_cand` (a: this workspace, b: `ref_sigs`) that are edges, a chunk at
-        a time: estimated Jaccard from the signatures, and the exact Jaccard of the shingle sets where
-        the estimate is within `exact_margin` of the threshold (MinHash noise at 128 permutations is
-        about 0.035 there)."""
+        """The candidate pairs of `_cand` (a: this workspace, b: `ref_sigs`) that are edges, a chunk of
+        pairs at a time in (a, b) order: estimated Jaccard from the signatures, and the exact Jaccard of the
+        shingle sets where the estimate is within `exact_margin` of the threshold (MinHash noise at 128
+        permutations is about 0.035 there).
+
+        A chunk reads each signature it needs once (heavy duplication: 100,000 documents gave 587,000
+        candidates, so a join fetching two signatures per pair moved 600 MB where 50 MB do), and the texts of
+        its near-threshold pairs once, however many pairs a document is in."""
+        s = self.settings
         n = one(con.execute("SELECT count(*) FROM _cand"))[0]
         con.execute("CREATE OR REPLACE TEMP TABLE _cand_n AS SELECT a, b, row_number() OVER (ORDER BY a, b) - 1 AS i "
                     "FROM _cand")
+        same = ref_sigs == "dedup_signatures"
         for lo in range(0, n, CHUNK):
-            t = con.execute(f"""SELECT c.a, c.b, sa.doc_id AS doc_a, sb.doc_id AS doc_b, sa.signature AS sig_a,
-                                       sb.signature AS sig_b
-                                FROM _cand_n c JOIN dedup_signatures sa ON sa.seq = c.a
-                                               JOIN {ref_sigs} sb ON sb.seq = c.b
-                                WHERE c.i >= ? AND c.i < ? ORDER BY c.i""", [lo, lo + CHUNK]).to_arrow_table()
-            j = minhash.estimate_jaccard(_matrix(t.column("sig_a"), self.settings.num_perm),
-                                         _matrix(t.column("sig_b"), self.settings.num_perm))
-            exact = np.abs(j - self.settings.threshold) < self.settings.exact_margin
+            t = con.execute("SELECT a, b FROM _cand_n WHERE i >= ? AND i < ? ORDER BY i",
+                            [lo, lo + CHUNK]).to_arrow_table()
+            a, b = _numpy(t.column("a")), _numpy(t.column("b"))
+            if same:
+                own = other = _signatures(con, "dedup_signatures", np.union1d(a, b), s.num_perm)
+            else:
+                own = _signatures(con, "dedup_signatures", np.unique(a), s.num_perm)
+                other = _signatures(con, ref_sigs, np.unique(b), s.num_perm)
+            ia, ib = _positions(own.seqs, a), _positions(other.seqs, b)
+            if (ia < 0).any() or (ib < 0).any():  # a document without a signature is no edge (as a join gave)
+                has = (ia >= 0) & (ib >= 0)
+                a, b, ia, ib = a[has], b[has], ia[has], ib[has]
+            j = np.empty(len(a))
+            for k in range(0, len(a), 8192):  # blocks of pairs: two 4 MB gathers, not two 50 MB ones
+                j[k:k + 8192] = minhash.estimate_jaccard(own.sigs[ia[k:k + 8192]], other.sigs[ib[k:k + 8192]])
+            exact = np.abs(j - s.threshold) < s.exact_margin
             if exact.any():
-                a, b = t.column("a").to_numpy()[exact], t.column("b").to_numpy()[exact]
-                j[exact] = self._exact_jaccard(con, a, b, ref_docs)
-            keep = j >= self.settings.threshold
-            yield t.drop_columns(["sig_a", "sig_b"]).append_column("jaccard", pa.array(j)).append_column(
-                "exact", pa.array(exact)).filter(pa.array(keep))
+                j[exact] = self._exact_jaccard(con, a[exact], b[exact], ref_docs)
+            keep = j >= s.threshold
+            yield pa.table({"a": a[keep], "b": b[keep], "doc_a": own.doc_ids.take(pa.array(ia[keep])),
+                            "doc_b": other.doc_ids.take(pa.array(ib[keep])), "jaccard": j[keep],
+                            "exact": exact[keep]})
         con.execute("DROP TABLE _cand_n")
 
     def _exact_jaccard(self, con: duckdb.DuckDBPyConnection, a: np.ndarray, b: np.ndarray,
                        ref_docs: str) -> np.ndarray:
-        """Exact Jaccard of the shingle sets (32-bit shingle hashes) of pairs of documents by seq."""
-        sets: list[dict[int, np.ndarray]] = []
-        for table, seqs in (("documents", a), (ref_docs, b)):
-            rows = list(fetch_by_rowid(con, table, "seq, text", "seq = ANY(?)", [sorted(set(seqs.tolist()))]))
-            hashes, counts = minhash.shingle_hashes([r[1] for r in rows], self.shingling.kind, self.shingling.n)
-            # one sort for all documents: (document, hash) keys, duplicates dropped
-            keys = np.sort((np.repeat(np.arange(len(rows), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
-            keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
-            bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(rows) + 1, dtype=np.uint64))
-            values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-            sets.append({r[0]: values[bounds[i]:bounds[i + 1]] for i, r in enumerate(rows)})
-        out = np.empty(len(a))
-        for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-            sx, sy = sets[0][x], sets[1][y]
-            inter = len(np.intersect1d(sx, sy, assume_unique=True))
-            out[i] = inter / (len(sx) + len(sy) - inter) if len(sx) + len(sy) else 1.0
-        return out
+        """Exact Jaccard of the shingle sets (32-bit shingle hashes) of pairs of documents by seq: each text
+        read and shingled once (a and b from the same table: their union), the intersections counted for
+        all pairs at once."""
+        if ref_docs == "documents":
+            own = other = self._shingle_sets(con, "documents", np.union1d(a, b))
+        else:
+            own, other = self._shingle_sets(con, "documents", np.unique(a)), self._shingle_sets(con, ref_docs,
+                                                                                               np.unique(b))
+        return _set_jaccard(own, np.searchsorted(own.seqs, a), other, np.searchsorted(other.seqs, b))
+
+    def _shingle_sets(self, con: duckdb.DuckDBPyConnection, table: str, seqs: np.ndarray) -> _Sets:
+        """The shingle sets of the documents `seqs` (sorted, unique) of `table`."""
+        rows = dict(fetch_by_rowid(con, table, "seq, text", "seq = ANY(?)", [seqs.tolist()]))
+        hashes, counts = minhash.shingle_hashes([rows[q] for q in seqs.tolist()], self.shingling.kind,
+                                                self.shingling.n)
+        # One sort for all documents: (document, hash) keys, duplicates dropped.
+        keys = np.sort((np.repeat(np.arange(len(seqs), dtype=np.uint64), counts) << np.uint64(32)) | hashes)
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
+        bounds = np.searchsorted(keys, np.arange(len(seqs) + 1, dtype=np.uint64) << np.uint64(32))
+        return _Sets(seqs, keys, bounds)
 
     def _cluster(self, con: duckdb.DuckDBPyConnection) -> None:
         """Connected components of the edges, then one keeper per component."""
@@ -458,6 +456,90 @@ class FuzzyDedup(Detector):
             raise
         finally:
             con.execute("DETACH _ref")
+
+
+def candidate_pairs(con: duckdb.DuckDBPyConnection, first_new: int, cap: int, partition: int = 0,
+                    partitions: int = 1, into: str = "_cand") -> None:
+    """Candidate pairs (a, b: seqs, a < b) into the temp table `into`: documents sharing a band bucket where at
+    least one of the two is new (seq >= first_new). In a bucket ordered by seq, the member at position k pairs
+    with every earlier member while k < `cap`, and after that with the first and the previous member only.
+
+    Only the buckets of one partition of `partitions` (by hash(band, bucket)) are read: each partition's pairs
+    can be generated, and verified, on their own (a cluster engine's tasks). A pair sharing buckets in several
+    partitions is in each of them: the union of the partitions' pairs is the whole set once DISTINCT."""
+    part = f"AND hash(band, bucket) % {int(partitions)} = {int(partition)}" if partitions > 1 else ""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _members AS
+        WITH b AS (SELECT band, bucket, seq FROM dedup_bands WHERE true {part}),
+        shared AS (SELECT band, bucket FROM b GROUP BY band, bucket HAVING count(*) > 1 AND max(seq) >= $first)
+        SELECT b.band, b.bucket, b.seq, b.seq >= $first AS is_new,
+               row_number() OVER (PARTITION BY b.band, b.bucket ORDER BY b.seq) - 1 AS pos
+        FROM b SEMI JOIN shared USING (band, bucket)""", {"first": first_new})
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {into} AS
+        SELECT DISTINCT a, b FROM (
+            SELECT y.seq AS a, x.seq AS b FROM _members x JOIN _members y
+                ON x.band = y.band AND x.bucket = y.bucket AND y.pos < x.pos
+            WHERE x.is_new AND x.pos < $cap AND y.pos < $cap
+            UNION ALL  -- past the cap: the first member and the previous one (two equi-joins, never k^2)
+            SELECT y.seq, x.seq FROM _members x JOIN _members y
+                ON x.band = y.band AND x.bucket = y.bucket AND y.pos = 0
+            WHERE x.is_new AND x.pos >= $cap
+            UNION ALL
+            SELECT y.seq, x.seq FROM _members x JOIN _members y
+                ON x.band = y.band AND x.bucket = y.bucket AND y.pos = x.pos - 1
+            WHERE x.is_new AND x.pos >= $cap)""", {"cap": cap})
+    con.execute("DROP TABLE _members")
+
+
+@dataclasses.dataclass
+class _Signatures:
+    seqs: np.ndarray  # sorted (those of the asked documents that have a signature)
+    doc_ids: pa.Array
+    sigs: np.ndarray  # (len(seqs), num_perm) uint32
+
+
+def _signatures(con: duckdb.DuckDBPyConnection, table: str, seqs: np.ndarray, width: int) -> _Signatures:
+    """doc_id and signature of the documents `seqs` (sorted, unique) of a signatures table, those that have one.
+    The bounds are literals: DuckDB skips row groups outside them only for those."""
+    con.register("_seqs", pa.table({"seq": seqs}))
+    t = con.execute(f"""SELECT s.seq, s.doc_id, s.signature FROM {table} s SEMI JOIN _seqs USING (seq)
+                        WHERE s.seq BETWEEN {int(seqs[0])} AND {int(seqs[-1])} ORDER BY s.seq""").to_arrow_table()
+    con.unregister("_seqs")
+    return _Signatures(_numpy(t.column("seq")), t.column("doc_id").combine_chunks(),
+                       _matrix(t.column("signature"), width))
+
+
+def _positions(sorted_: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in a sorted array of unique values, -1 where it is absent."""
+    if not len(sorted_):
+        return np.full(len(values), -1)
+    at = np.minimum(np.searchsorted(sorted_, values), len(sorted_) - 1)
+    return np.where(sorted_[at] == values, at, -1)
+
+
+@dataclasses.dataclass
+class _Sets:
+    seqs: np.ndarray  # sorted
+    keys: np.ndarray  # (document index << 32 | shingle hash), sorted, unique
+    bounds: np.ndarray  # document i's keys are keys[bounds[i]:bounds[i + 1]]
+
+
+def _set_jaccard(x: _Sets, ix: np.ndarray, y: _Sets, iy: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the sets x[ix[p]] and y[iy[p]] for every pair p. One np.intersect1d per pair: its
+    small sorts stay in cache (4.5 us a pair on heavy duplication); looking every element up in the sorted
+    keys of all sets at once (np.searchsorted) was 2-3x slower there."""
+    low = np.uint64(0xFFFFFFFF)
+    xs, ys = (x.keys & low).astype(np.uint32), (y.keys & low).astype(np.uint32)
+    bx, by = x.bounds.tolist(), y.bounds.tolist()
+    out = np.empty(len(ix))
+    for p, (i, k) in enumerate(zip(ix.tolist(), iy.tolist(), strict=True)):
+        sx, sy = xs[bx[i]:bx[i + 1]], ys[by[k]:by[k + 1]]
+        inter = len(np.intersect1d(sx, sy, assume_unique=True))
+        out[p] = inter / (len(sx) + len(sy) - inter) if len(sx) + len(sy) else 1.0
+    return out
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy() if len(column) else np.zeros(0, np.int64)
 
 
 def _blobs(sigs: np.ndarray) -> pa.Array:
