@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import signal
 import subprocess
 from pathlib import Path
 
-from conftest import CURATE, doc, write_jsonl
+import pytest
+from conftest import CURATE, TEXTS, doc, write_jsonl
 
 from curate import Workspace
 from curate.io.ingest import Fields
@@ -28,8 +30,6 @@ def test_every_format_is_ingested_with_ids_urls_and_domains(ws, shards):
     assert docs.filter(docs["doc_id"] == "doc-10")["domain"].item() is None
     assert json.loads(docs.filter(docs["doc_id"] == "doc-9")["meta"].item()) == {"html_meta": {"robots": "noai"}}
     assert docs.filter(docs["doc_id"] == "doc-11")["text"].item() == "A CSV row, with a comma"
-    import hashlib
-
     for text, sha in zip(docs["text"], docs["sha256"], strict=True):
         assert sha == hashlib.sha256(text.encode()).hexdigest()
     shard_rows = ws.sql("SELECT name, rows, documents, quarantined, status, bytes, sha256 FROM shards ORDER BY name")
@@ -174,3 +174,74 @@ def test_wrong_types_are_caught_without_losing_lookalike_strings(ws, tmp_path):
     raws = ws.sql('SELECT raw FROM quarantine ORDER BY "row"')["raw"].to_list()
     assert all(r and r.startswith("{") for r in raws)
     assert s.shards[0].rows == 10 and s.shards[0].quarantined == 6
+
+
+def test_header_names_differing_only_in_case_are_kept(ws, tmp_path):
+    """Real crawl metadata names one header in two spellings (`X-Robots-Tag` and `x-robots-tag`, even in one
+    row). DuckDB's read_json with meta auto-detected as a struct refuses such a file ("Duplicate name ... in
+    struct"); curate reads meta as JSON and keeps every key as written."""
+    import duckdb
+
+    metas = [{"headers": {"X-Robots-Tag": "noai"}}, {"headers": {"x-robots-tag": "noindex"}},
+             {"headers": {"x-robots-tag": "noai", "X-Robots-Tag": "all"}, "Lang": "en", "lang": "de"}]
+    p = write_jsonl(tmp_path / "crawl.jsonl", [doc(i, meta=m) for i, m in enumerate(metas)])
+    with pytest.raises(duckdb.Error, match="[Dd]uplicate"):
+        duckdb.connect().execute("SELECT * FROM read_json(?, format = 'newline_delimited')", [str(p)]).fetchall()
+    (r,) = ws.ingest([str(p)]).shards
+    assert (r.status, r.documents) == ("ingested", 3)
+    assert [json.loads(m) for m in ws.sql("SELECT meta FROM documents ORDER BY seq")["meta"]] == metas
+
+
+def test_bad_rows_are_found_after_the_single_read(ws, tmp_path, monkeypatch):
+    """A shard DuckDB can parse is read once, into documents; rows that are bad (a wrong type, a repeated id, an
+    id already ingested) are found afterwards and quarantined, without the Python row reader."""
+    from curate.io import ingest as ingest_mod
+
+    ws.ingest([str(write_jsonl(tmp_path / "first.jsonl", [doc(100)]))])
+
+    def refuse(*a, **k):
+        raise AssertionError("row by row for a shard DuckDB can read")
+
+    monkeypatch.setattr(ingest_mod, "_load_lines", refuse)
+    rows = [doc(1), doc(2, text=7), doc(3, text="7"), doc(1, text="again"), doc(100), doc(4, url=""),
+            doc(5, meta=[1]), doc(6)]
+    s = ws.ingest([str(write_jsonl(tmp_path / "mixed.jsonl", rows))])
+    (r,) = s.shards
+    assert (r.status, r.rows, r.documents, r.quarantined) == ("partial", 8, 4, 4)
+    docs = ws.sql("SELECT doc_id, seq, \"row\", text, url FROM documents WHERE shard_id = ? ORDER BY seq",
+                  [r.shard_id]).rows()
+    first_seq = docs[0][1]
+    assert [(d, q - first_seq, row, t) for d, q, row, t, _ in docs] == [
+        ("doc-1", 0, 0, doc(1)["text"]), ("doc-3", 2, 2, "7"), ("doc-4", 5, 5, doc(4)["text"]),
+        ("doc-6", 7, 7, doc(6)["text"])]
+    assert docs[2][4] is None  # an empty url is no url
+    q = ws.sql('SELECT "row", raw, error FROM quarantine WHERE shard_id = ? ORDER BY "row"', [r.shard_id]).rows()
+    assert [(row, err) for row, _, err in q] == [
+        (1, 'field "text" is a number, not a string'), (3, "duplicate id (first seen at row 0 of this shard)"),
+        (4, "id already ingested from shard " + ws.sql("SELECT shard_id FROM shards WHERE name = 'first.jsonl'")
+         .item() + " row 0"), (6, 'field "meta" is an array, not an object')]
+    assert json.loads(q[0][1])["text"] == 7 and json.loads(q[1][1])["text"] == "again"
+    for text, sha in ws.sql("SELECT text, sha256 FROM documents").rows():
+        assert sha == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_compressed_shard_is_fed_to_duckdb_and_equals_the_plain_one(tmp_path, compress, monkeypatch):
+    """A compressed JSONL shard reaches DuckDB decompressed through a pipe (ingest._Feed), not the row reader:
+    the documents and quarantined rows are those of the same rows uncompressed."""
+    from curate.io import ingest as ingest_mod
+
+    def refuse(*a, **k):
+        raise AssertionError("row by row for a shard DuckDB can read")
+
+    monkeypatch.setattr(ingest_mod, "_load_lines", refuse)
+    rows = [doc(i, text=f"{TEXTS[i % 5]} " * (1 + i % 40)) for i in range(3000)]
+    rows[10]["text"], rows[20]["id"], rows[30] = 5, "doc-3", doc(3030, text="true")  # bad, repeated, suspect
+    tables = []
+    for name, c in (("plain.jsonl", None), ("packed.jsonl" + (".gz" if compress == "gzip" else ".zst"), compress)):
+        w = Workspace.init(tmp_path / f"ws-{name}")
+        (r,) = w.ingest([str(write_jsonl(tmp_path / name, rows, c))]).shards
+        assert (r.status, r.rows, r.quarantined) == ("partial", 3000, 2)
+        tables.append((w.sql('SELECT doc_id, seq, "row", url, domain, text, sha256, meta FROM documents ORDER BY seq'),
+                       w.sql('SELECT "row", raw, error FROM quarantine ORDER BY "row"')))
+    assert tables[0][0].equals(tables[1][0]) and tables[0][1].equals(tables[1][1])

@@ -208,6 +208,7 @@ def test_ingest_rides_out_faults_and_counts_them(proxy, prefix, fast, tmp_path):
         ("p0.jsonl", "ingested", 10), ("p1.jsonl", "ingested", 10), ("p2.jsonl.gz", "ingested", 10)]
     assert injected(counted.errors) == {"HTTP 503": 3, "connection reset": 1} and proxy.faults() == 4
     assert ws.sql("SELECT count(*), count(DISTINCT doc_id) FROM documents").row(0) == (30, 30)
+    assert injected(s.retried.errors) == injected(counted.errors)  # what ingest reports is what happened
 
 
 def test_ingest_rides_out_a_server_restart(s3, monkeypatch, tmp_path):
@@ -336,3 +337,17 @@ def test_the_filesystem_from_resolve_retries_for_pyarrow_and_duckdb_users(proxy,
     with lake.counting() as counted:
         assert con.sql(f"SELECT count(*), sum(n) FROM read_parquet('{where}')").fetchone() == (1000, 499500)
     assert sum(injected(counted.errors).values()) == 2 and proxy.faults() == 7
+
+
+def test_manifest_to_the_store_rides_out_faults_and_counts_them(proxy, prefix, fast, tmp_path):
+    ws = exported_workspace(tmp_path)
+    clean = ws.manifest(f"{prefix}/r1")
+    assert injected(clean.retried.errors) == {}
+    proxy.fail("manifest.parquet", 1, "503", "PUT")
+    proxy.fail("ROOT", 1, "reset-body", "PUT")
+    m = ws.manifest(f"{prefix}/r2")
+    assert injected(m.retried.errors) == {"HTTP 503": 1, "connection reset": 1} and proxy.faults() == 2
+    assert m.root_hash == clean.root_hash  # the count is not in run.json: the same decisions, the same root
+    for name in ("r1", "r2"):
+        with lake.open_input(f"{prefix}/{name}/ROOT") as f:
+            assert f.read().decode().strip() == clean.root_hash

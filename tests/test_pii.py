@@ -171,6 +171,74 @@ def test_same_findings_as_stock_presidio_for_pattern_entities(analyzer):
             assert any(start < b and a < end for a, b in cuts) or (kind == "US_SSN" and score == 0.85), kind
 
 
+# -- what lets a recognizer or NER be skipped: necessary conditions only ---------------------------------
+GATED_VALUES = [  # values each stock recognizer finds, in the forms its patterns allow
+    "card 4111 1111 1111 1111", "card 4111-1111-1111-1111", "card 378282246310005", "ssn 536-22-1234",
+    "ssn 536 22 1234", "ssn 536.22.1234", "ssn 536221234", "zip 02110-1301", "ip 198.51.100.7", "ip ::1",
+    "ip fe80::1ff:fe23:4567:890a", "ip ::ffff:192.0.2.128", "ip 2001:db8:0:0:0:0:2:1", "ip 10.0.0.0/8",
+    "ip 2001:db8::/32", "ip 64:ff9b::192.0.2.33", "iban GB82 WEST 1234 5698 7654 32", "iban DE89370400440532013000",
+    "btc 1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2", "btc bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    "btc 3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy", "mail jane@example.com", "call +49 30 123456", "call 030 1234",
+    "tel +1 (212) 555-0143", "tel 020 7946 0018",
+]
+
+
+def test_triggers_match_wherever_stock_presidio_finds_something(analyzer):
+    """A recognizer is skipped only where its trigger does not occur: every finding of the stock recognizers,
+    at any score, on values in every form their patterns allow and on real sample text, is in a text the
+    trigger (the phone trigger, the secrets' literals) matches."""
+    from curate.stages.pii.engine import analyzer as presidio_analyzer
+    from curate.stages.pii.spec import entity_set
+
+    spec = load_recognizers(recognizers_path())
+    naive = presidio_analyzer(spec, fast=False)
+    samples = [json.loads(line)["text"] for line in
+               (ROOT / "data" / "samples" / "changelogs.jsonl").read_text().splitlines()[::25]]
+    seen = set()
+    for text in GATED_VALUES + [PEOPLE, SECRETS] + samples:
+        for r in naive.analyze(text, language="en", entities=entity_set(spec)):
+            if r.entity_type != "PERSON":
+                assert r.entity_type in analyzer._wanted(text, False), (r.entity_type, text[:80])
+                seen.add(r.entity_type)
+    assert seen >= set(entity_set(spec)) - {"PERSON"}  # every type was tried
+
+
+def test_required_literals_of_a_regex():
+    from curate.stages.pii.engine import required_literals
+
+    assert required_literals(r"(?i)abc|d(ef)+") == [("abc", True), ("ef", True)]
+    assert required_literals(r"x(?i:Yz)") == [("xyz", True)]  # compared with the text case-folded
+    assert required_literals(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_\w{82})") == [
+        ("ho_", False), ("hp_", False), ("hr_", False), ("hs_", False), ("hu_", False), ("ithub_pat_", False)]
+    assert required_literals(r"(?:ab|cd)?efg") == [("efg", False)]  # an optional part is not required
+    assert required_literals(r"(?P<secret>a+)b|(?P<secret>c)d") == [("a", False), ("cd", False)]
+    assert required_literals(r"\p{L}+x") is None  # a construct Python's parser does not read: no gate
+    assert required_literals(r"[a-z]+|x") is None  # a branch without a literal: no gate
+
+
+def test_secrets_are_looked_for_only_where_their_literals_stand(analyzer):
+    texts = [SECRETS, SECRETS.upper(), SECRETS.lower(), "Nothing to see here: just prose, dates 2024-01-02."]
+    for kind, rec in analyzer.secrets.items():
+        assert rec.literals, kind  # every shipped regex has a gate
+        for text in texts:
+            if rec.compiled.search(text):
+                assert rec.may_match(text), (kind, text[:40])
+        assert rec.may_match(SECRETS) and not rec.may_match(texts[-1]), kind
+
+
+def test_ner_reads_lines_with_a_word_that_could_be_a_name():
+    from curate.stages.pii.engine import name_lines
+
+    read = ["Patch by Jean-Pierre", "Thanks to Ronan O'Brien", "reported by McDonald", "reviewed by DeShawn",
+            "sent by Zoë", "  from Ünal"]
+    skipped = ["use the URIs", "supports IPv6 only", "run FileCheck first", "in KiB units", "see OpenSSL",
+               "the CMake build", "see README", "call foo_Bar", "mail to user@Host"]
+    for line in read:
+        assert name_lines(line) == [(0, len(line))], line
+    for line in skipped:
+        assert name_lines(line) == [], line
+
+
 def test_results_do_not_depend_on_batching_or_cache(analyzer):
     texts = [json.loads(line)["text"] for line in
              (ROOT / "data" / "samples" / "changelogs.jsonl").read_text().splitlines()[:60]]
@@ -472,16 +540,16 @@ def test_a_threshold_change_reruns_only_the_policy(pii_ws, tmp_path):
 
 
 def test_a_recognizer_error_is_recorded_and_the_batch_goes_on(ws, tmp_path, no_network, monkeypatch):
-    from curate.stages.pii.engine import SecretRecognizer
+    from curate.stages.pii.engine import OfflineEmailRecognizer  # runs on these texts: each holds an '@'
 
-    real = SecretRecognizer.analyze
+    real = OfflineEmailRecognizer.analyze
 
     def flaky(self, text, *a, **kw):
         if "EXPLODE" in text:
             raise ValueError(f"cannot parse {text}")
         return real(self, text, *a, **kw)
 
-    monkeypatch.setattr(SecretRecognizer, "analyze", flaky)
+    monkeypatch.setattr(OfflineEmailRecognizer, "analyze", flaky)
     ws.ingest([str(write_jsonl(tmp_path / "e.jsonl", [doc(1, text=PEOPLE), doc(2, text="EXPLODE maria@example.org"),
                                                        doc(3, text="mail bob@example.org")]))])
     report = next(r for r in ws.run(stages=["pii"]).stages if r.name == "pii")

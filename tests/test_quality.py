@@ -298,3 +298,96 @@ def test_the_quality_stage_gives_byte_identical_manifests(shards, tmp_path):
         paths.append(ws.path / "manifest" / "manifest.parquet")
         assert ws.sql("SELECT count(*) FROM decisions WHERE list_contains(rule_ids, 'gopher.word-count')").item() > 0
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+# -- the outputs are pinned: a speed-up must not change a byte --------------------------------------------
+def _digest(rows) -> str:
+    """SHA-256 of rows as JSON (floats as repr, which round-trips: equal digests mean equal bits)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(list(row), ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _short_pieces(texts: list[str]) -> list[str]:
+    """Real short documents: each text cut at line ends into pieces of 80 to 2,500 characters, in turn."""
+    sizes, out = (80, 300, 600, 150, 1200, 40, 2500), []
+    for text in texts:
+        piece: list[str] = []
+        for line in text.splitlines(keepends=True):
+            piece.append(line)
+            if sum(map(len, piece)) >= sizes[len(out) % len(sizes)]:
+                out.append("".join(piece))
+                piece = []
+        if piece:
+            out.append("".join(piece))
+    return out
+
+
+# Hand-written texts for the places where a fast path gives way to the general one: line breaks other than
+# '\n', lines longer than C4's longest word, citations, runs of newlines, blank and one-word documents.
+EDGE_TEXTS = [
+    "", " ", "\n", "\n\n\n", "a", "word", "Two words.", "a\r\nb.\r\n", "line one.\rline two is here.\r",
+    "x\u2028y is a sentence.\u2029z", "\x0bv\x0cf\x1cfs\x1dgs\x1ers\x85nel done.", "tabs\tand\x1funit sep here.",
+    "- bullet\n\u2022 dot\n  - indented\n", "wait...\nmore\u2026\nend ...  \nlast one.  ",
+    "Cited fact here.[1]\nAnother fine [edit] line.\n[citation needed] Third line ends.\nNo end [2]",
+    "x" * 1200 + " long line here.\nShort line here.", "A line with a word of " + "y" * 1001 + " here.\nOk then.",
+    "lorem ipsum dolor sit amet.\nWe use cookies here, ok.\nEnable javascript now please.\n{curly} braces here.",
+    "a b c d e a b c d e a b c d e", "ab c d e f a bc d e f", "the " * 12, "one two. " * 40,
+    "Mr. Smith's dog don't 'quote' :) U.S. e.g. 10km $5 http://x.org/a?b=1 (see: https://a.b/c).",
+    "\u00a0nbsp\u2003em\u3000ideo", "\u65e5\u672c\u8a9e\u3002\u3053\u308c\u3002",
+    "\u00dcn\u00efc\u00f6d\u00e9, \u00e7\u00e0.",
+    "\n\n\nleading newlines\n\n\n\ntrailing\n\n", "a\n\n\n\n\nb\n\nc\n\n\nd", "' 'd' x' 'y", "end with space ",
+    " start with space", "  two  spaces  between  ", "short\nshort\nshort\nA much longer line that ends here!",
+]
+
+# Recorded with the stage as of commit 380e463 (before the batch-wide rewrite of words.py and metrics.py).
+SAMPLE_TABLE_DIGEST = "abe25c2b75ea1cbdab150f91757c735deba2ce4caa9ece96120c462b74abf69e"
+SHORT_PIECES_DIGEST = "72585f441908b3fec3f0884618d287cd4b2cfcaa028fdc35c6387763effb2252"
+EDGE_TEXTS_DIGEST = "a4b22dd7bbf6727538be308f1350d182374ca665496cfd6e76e37b531e72d710"
+
+
+def test_outputs_are_byte_identical_to_the_recorded_ones(sample_ws):
+    """Every column of `quality` (metrics, language, learned score) on the samples as `curate run` wrote them,
+    and the stage's output on 4,000+ short pieces of them (batches of 1,000 through one stage object, as a
+    worker sees them) hash to what they did before the stage was made faster."""
+    import pyarrow as pa
+
+    from curate.core.policy import load_rules
+    from curate.stages.quality.stage import Quality
+
+    ws = Workspace(sample_ws)
+    assert _digest(ws.sql("SELECT * EXCLUDE (doc_id) FROM quality ORDER BY doc_id").rows()) == SAMPLE_TABLE_DIGEST
+    texts = ws.sql("SELECT text FROM documents ORDER BY sha256(doc_id) LIMIT 700")["text"].to_list()
+    pieces = _short_pieces(texts)
+    assert len(pieces) > 4000
+    stage = Quality(load_rules().raw["stages"]["quality"])
+    rows = []
+    for i in range(0, len(pieces), 1000):
+        chunk = pieces[i: i + 1000]
+        out = stage(pa.record_batch({"doc_id": [str(i + j) for j in range(len(chunk))], "text": chunk}))
+        rows += zip(*(c.to_pylist() for c in out.drop(["doc_id"]).columns), strict=True)
+    assert _digest(rows) == SHORT_PIECES_DIGEST
+    out = stage(pa.record_batch({"doc_id": [str(j) for j in range(len(EDGE_TEXTS))], "text": EDGE_TEXTS}))
+    assert _digest(zip(*(c.to_pylist() for c in out.drop(["doc_id"]).columns), strict=True)) == EDGE_TEXTS_DIGEST
+
+
+def test_a_batch_gives_each_document_its_own_metrics(words):
+    """Metrics are computed for a whole batch at once (n-grams, sentences and lines over all its documents):
+    every document's values must be what it gets alone."""
+    texts = EDGE_TEXTS + _short_pieces([t * 2 for t in EDGE_TEXTS[-12:]])
+    together = metrics(texts, Settings(), words)
+    for i, text in enumerate(texts):
+        alone = metrics([text], Settings(), words)
+        assert {k: v[i] for k, v in together.items()} == {k: v[0] for k, v in alone.items()}, repr(text)
+
+
+def test_line_splits_are_the_expressions_they_replace():
+    from curate.stages.quality.datatrove import LINE_BREAKS, PARAGRAPH_BREAK
+    from curate.stages.quality.metrics import _line_runs, _paragraphs
+
+    for text in [*EDGE_TEXTS, "\n\n\n\n", "a\n", "\na", "a\n\n\n\nb", " \n\n x \n", "\n\na\n"]:
+        assert _paragraphs(text) == PARAGRAPH_BREAK.split(text.strip()), repr(text)
+        assert _line_runs(text, text.split("\n")) == LINE_BREAKS.split(text), repr(text)

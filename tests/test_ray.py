@@ -318,7 +318,7 @@ def test_worker_killed_mid_stage_and_failing_batches(ray_cluster, ingested, prob
         t.join(120)
     finally:
         ex.close()
-    assert killed is not None, "the stage ended before a worker could be killed"
+    assert killed is not None, f"the stage ended before a worker could be killed: {outcome}"
     assert not alive({killed})
     assert "error" not in outcome, outcome
     assert outcome["report"].documents == 2240

@@ -57,6 +57,8 @@ def ingest(
     out.print(f"{len(s.shards)} shard(s): {s.by_status('ingested') + s.by_status('partial')} ingested, "
               f"{s.by_status('skipped')} already present, {s.by_status('failed')} unreadable, "
               f"{s.by_status('missing')} missing; {s.documents} documents, {s.quarantined} rows quarantined")
+    if s.retried.retries:
+        out.print(s.retried.describe())
     if s.quarantined:
         out.print(f"see why with: curate sql {ws} \"select uri, row, error from quarantine\"", markup=False)
     rows = s.count("rows")
@@ -97,6 +99,8 @@ def run(
     _print_decisions(s.decisions)
     m = s.manifest
     out.print(f"manifest: {m.uri} ({m.rows} rows, root {m.root_hash[:16]}…)")
+    if m.retried.retries:
+        out.print(m.retried.describe())
 
 
 def _print_decisions(d: Any) -> None:
@@ -147,6 +151,8 @@ def manifest(ws: WS, out_dir: Annotated[str | None, typer.Option(
     signature."""
     m = Workspace(ws).manifest(out_dir, rules=rules, name=name, root=root, sign=sign)
     out.print(f"manifest: {m.uri} ({m.rows} rows, root {m.root_hash})")
+    if m.retried.retries:
+        out.print(m.retried.describe())
 
 
 @app.command()

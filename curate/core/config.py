@@ -68,8 +68,8 @@ def variables() -> list[EnvVar]:
                "next commit)"),
         EnvVar("CURATE_PROGRESS_SECONDS", "10",
                "Seconds between progress events when stderr is not a terminal (or logs are JSON)."),
-        EnvVar("OPENBLAS_NUM_THREADS", "1 (in worker processes)",
-               "BLAS threads per process; curate sets 1 for its worker pool unless set."),
+        EnvVar("OPENBLAS_NUM_THREADS", "1 (on the command line and in workers)",
+               "BLAS threads per process; the `curate` command and its worker pool set 1 unless set."),
         EnvVar("RAY_ADDRESS", "", "The Ray cluster's head (host:port) for `--engine ray` when neither "
                "`--ray-address` nor the rules file's [engine] address is given."),
         EnvVar("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0 (set by curate)", "Ray's switch that keeps a loopback "

@@ -55,6 +55,7 @@ class ManifestSummary:
     root_hash: str
     by_action: dict[str, int]
     uri: str = ""  # where it was written (a store URI, or the directory)
+    retried: lake.RetryStats = field(default_factory=lake.RetryStats)  # transient store errors ridden out
 
 
 def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
@@ -73,7 +74,7 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
     `manifest_rows` would compute for the current decisions and `root` (computed elsewhere: the Ray engine)."""
     from curate.core.policy import current_rules, load_rules
 
-    started = time.monotonic()
+    started, before = time.monotonic(), lake.retry_stats()
     release = out is None
     target = str(new_release(ws, name)) if release else str(out)
     remote = not lake.is_local(target)
@@ -109,10 +110,13 @@ def write_manifest(ws: Workspace, out: str | os.PathLike[str] | None = None,
         _upload(local, target)
     elif release:
         publish(ws, local)
+    # Counted after run.json is written (the root covers it): retries never change a manifest's bytes.
+    retried = lake.retry_stats().since(before)
     log.event("manifest", path=lake.redact_uri(target), rows=table.num_rows, root_hash=root_hash,
-              by_action=counts["by_action"], seconds=round(time.monotonic() - started, 3))
+              by_action=counts["by_action"], seconds=round(time.monotonic() - started, 3),
+              retries=retried.retries, retry_errors=retried.errors)
     return ManifestSummary(Path(target) if not remote else Path(local), table.num_rows, root_hash,
-                           counts["by_action"], lake.redact_uri(target))
+                           counts["by_action"], lake.redact_uri(target), retried)
 
 
 def manifest_rows(con: duckdb.DuckDBPyConnection, ruleset: Any, root: str | None = None,

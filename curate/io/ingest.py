@@ -1,12 +1,17 @@
 """Streaming ingest of shards into `documents`, one transaction per shard.
 
-DuckDB reads well-formed shards directly (the fast path). A shard it refuses, or one with bad rows,
-is re-read row by row in Python so that every bad row reaches `quarantine` with its raw bytes and a
-plain error; both paths feed the same SQL, so validation rules exist once.
+DuckDB reads a shard once with its own reader, straight into `documents` (the direct path): every row goes in,
+the rows that are bad or may be (a value DuckDB may have turned into text, an id already taken) marked, and
+only those are looked at again afterwards, moved to `quarantine` with their raw text and a plain error. A shard
+DuckDB refuses as a whole (malformed JSON, damaged compression, a CSV header naming a field twice) is re-read
+row by row in Python instead, so that every bad row reaches `quarantine` with its raw bytes; both paths feed
+the same SQL, so validation rules exist once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -17,6 +22,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,6 +47,7 @@ RAW_CAP = 1024 * 1024  # quarantine keeps at most this much of a raw row
 BATCH_ROWS = 20_000
 BATCH_BYTES = 64 * 1024 * 1024
 CHUNK = 1 << 20
+PIPE_BYTES = 1 << 20  # the pipe a compressed shard is fed through (_Feed); Linux's default limit
 # scheme://[userinfo@](host)  -- host lower-cased later; IPv6 literals keep their brackets
 DOMAIN_RE = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]/]*\]|[^:/?#]+)"
 
@@ -77,6 +84,7 @@ class ShardReport:
 @dataclass
 class IngestSummary:
     shards: list[ShardReport] = field(default_factory=list)
+    retried: lake.RetryStats = field(default_factory=lake.RetryStats)  # transient store errors ridden out
 
     def count(self, attr: str) -> int:
         return sum(getattr(s, attr) for s in self.shards)
@@ -146,6 +154,7 @@ def ingest(
 ) -> IngestSummary:
     """Ingest every shard once (a shard already present, by SHA-256, is skipped). Every input named ends in
     `shards`: missing ones with status `missing`, unreadable ones `failed` (and a `quarantine` row)."""
+    before = lake.retry_stats()
     targets = expand(paths, endpoint)
     summary = IngestSummary()
     sizes = [_size(uri, endpoint) if why is None else 0 for uri, why in targets]
@@ -157,6 +166,7 @@ def ingest(
             else:
                 hook(con)
         for (uri, why), size in zip(targets, sizes, strict=True):
+            shard_before = lake.retry_stats()
             bar.describe(uri.rsplit("/", 1)[-1])
             with _WithinShard(con, bar, size):
                 r = _record_missing(con, uri, why) if why else ingest_shard(con, uri, fields, max_doc_bytes,
@@ -164,9 +174,10 @@ def ingest(
             summary.shards.append(r)
             log.event("shard_ingested", "warning" if r.status in ("missing", "failed") else "info", uri=r.uri,
                       status=r.status, bytes=size, rows=r.rows, documents=r.documents, quarantined=r.quarantined,
-                      **({"error": r.error} if r.error else {}))
+                      retries=lake.retry_stats().since(shard_before).retries, **({"error": r.error} if r.error else {}))
             if hasattr(con, "pause"):
                 con.pause()  # a reader waiting for the file gets in between two shards
+    summary.retried = lake.retry_stats().since(before)
     return summary
 
 
@@ -178,11 +189,11 @@ def _track_progress(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class _WithinShard:
-    """Progress inside one shard: DuckDB reads a shard in a few statements (the rows, the suspects, the insert);
+    """Progress inside one shard: DuckDB reads a shard in one statement (more when rows are bad or suspect);
     a thread polls the running statement's progress and moves the bar through the shard's bytes, so one big
     shard does not sit at 0 until it is done. At the end the bar stands at the shard's end exactly."""
 
-    STATEMENTS = 3  # heavy statements per shard, about equal: read into the stage, re-read suspects, insert
+    STATEMENTS = 1  # heavy statements per shard: one (the insert) unless rows are bad (see _insert_direct)
 
     def __init__(self, con: duckdb.DuckDBPyConnection, bar: Progress, size: int):
         self.con, self.bar, self.size = con, bar, size
@@ -196,7 +207,7 @@ class _WithinShard:
 
     def _poll(self) -> None:
         done, last = 0, -1.0
-        while not self.stop.wait(0.1):  # DuckDB reads a shard in a few statements of a second or so each
+        while not self.stop.wait(0.1):  # DuckDB reads a shard in one statement or a few, of a second or so each
             try:
                 p = self.con.query_progress()
             except Exception:  # noqa: BLE001 - no statement, or the connection is between files: try again
@@ -247,16 +258,21 @@ def ingest_shard(con: duckdb.DuckDBPyConnection, uri: str, fields: Fields, max_d
     alias = _literal_alias(uri)
     source = Source(uri, endpoint, kind, compression, alias)
     try:
-        # Temp tables live outside the transaction, so a failed fast read does not abort it.
-        whole_file_error = _fill_stage(con, source, name, fields, max_doc_bytes)
+        con.execute("BEGIN")
+        report = _insert_direct(con, source, shown, shard_id, name, fields, max_doc_bytes)
+        if report is None:  # DuckDB cannot read it directly or whole: row by row, keeping each raw row
+            _rollback(con)
+            _drop_temp(con)
+            whole_file_error = _fill_stage(con, source, name, fields, max_doc_bytes)
+            con.execute("BEGIN")
+            report = _commit_rows(con, shown, shard_id, name, fields, whole_file_error)
         after = lake.stat(uri, endpoint)
         if (after.size, after.etag, after.version_id) != (before.size, before.etag, before.version_id) \
                 or after.size != size:
+            _rollback(con)
             _drop_temp(con)
             return _record_failed(con, shown, sha, size, "the shard changed while it was being read "
                                   f"(size {size} -> {after.size}, etag {before.etag} -> {after.etag})")
-        con.execute("BEGIN")
-        report = _commit_rows(con, shown, shard_id, name, fields, whole_file_error)
         fmt = kind + (f"+{compression}" if compression else "")
         _insert_shard(con, shard_id, shown, name, fmt, sha, size, report.rows, report.documents, report.quarantined,
                       {"ingested": "ok"}.get(report.status, report.status), before, report.error)
@@ -356,7 +372,7 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP VIEW IF EXISTS _src")
-    for t in ("_lines", "_stage", "_check"):
+    for t in ("_lines", "_stage", "_check", "_suspects"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
@@ -369,28 +385,11 @@ ROLES = ("id", "text", "url")
 
 
 def _fill_stage(con, source: Source, name: str, fields: Fields, max_doc_bytes: int) -> str | None:
-    """Fill _stage; returns an error when not a single row could be read from the file."""
-    kind, path = source.kind, source.duckdb_path(con)
-    if path is not None and source.compression and _stream_error(source):
-        path = None  # truncated or damaged: DuckDB would stop quietly at the break, so row by row
-    if path is not None and kind == "csv" and _csv_header_error(source, fields, max_doc_bytes):
-        path = None  # DuckDB would rename the second column and read the first; row by row, each row says why
-    if path is not None:
-        try:
-            _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
-            _build_stage(con, name, fields, max_doc_bytes)
-            if kind == "jsonl":
-                _recheck(con, path, fields, max_doc_bytes)
-            if one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL AND raw IS NULL"))[0] == 0:
-                return None
-        except duckdb.Error as e:
-            lake.stat(source.uri, source.endpoint)  # lake.Missing when it vanished
-            if kind == "parquet":
-                return f"cannot read Parquet file: {_first_line(e)}"
-    # Some rows are bad (or DuckDB cannot read the file directly): re-read keeping each raw row for quarantine.
-    _drop_temp(con)
-    if kind == "parquet":
-        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=True)
+    """Fill _stage from the row-by-row readers (a shard _insert_direct could not take); returns an error when not
+    a single row could be read from the file."""
+    kind = source.kind
+    if kind == "parquet":  # DuckDB is the Parquet reader: read again keeping each row's values as raw text
+        _fast_source(con, source.duckdb_path(con), kind, fields, max_doc_bytes, with_raw=True)
     else:
         reading = _Reading()
         rows = (_jsonl_rows(source, max_doc_bytes, reading) if kind == "jsonl"
@@ -407,6 +406,135 @@ def _fill_stage(con, source: Source, name: str, fields: Fields, max_doc_bytes: i
             FROM (SELECT *, CASE WHEN pre_error IS NULL AND json_valid(line) THEN line::JSON END AS j FROM _lines)""")
     _build_stage(con, name, fields, max_doc_bytes)
     return None
+
+
+def _insert_direct(con, source: Source, uri: str, shard_id: str, name: str, fields: Fields,
+                   max_doc_bytes: int) -> ShardReport | None:
+    """Read the shard once, with DuckDB's reader, straight into `documents` (inside the open transaction). Rows
+    that are bad, or may be, go in too, with a negative seq, so that one parse also numbers and counts every
+    row; they are looked at again afterwards (_settle_flagged), and so are repeated ids (_refuse_repeated_ids).
+    None when the row-by-row readers must take the shard instead: DuckDB cannot read it directly (a compressed
+    remote file), its stream is damaged (DuckDB would stop quietly at the break), a CSV header names a field
+    twice (DuckDB would rename the second column), or DuckDB refuses a row (malformed JSON: the whole read
+    fails). The transaction is then rolled back by the caller."""
+    kind = source.kind
+    if kind == "jsonl" and source.compression:
+        with _Feed(source) as feed:
+            return _insert_read(con, source, feed.path, feed, uri, shard_id, name, fields, max_doc_bytes)
+    path = source.duckdb_path(con)
+    if path is None or (source.compression and _stream_error(source)) or \
+            (kind == "csv" and _csv_header_error(source, fields, max_doc_bytes)):
+        return None
+    return _insert_read(con, source, path, None, uri, shard_id, name, fields, max_doc_bytes)
+
+
+def _insert_read(con, source: Source, path: str, feed: _Feed | None, uri: str, shard_id: str, name: str,
+                 fields: Fields, max_doc_bytes: int) -> ShardReport | None:
+    """_insert_direct's reading, from `path` (a file DuckDB reads, or the named pipe `feed` fills)."""
+    kind = source.kind
+    base = one(con.execute("SELECT coalesce(max(seq), 0) FROM documents"))[0]
+    # JSONL values are read as VARCHAR, which DuckDB also makes of a number, boolean, array or object: a value
+    # that could have been one is "suspect" and checked against the row's JSON afterwards (see _settle_flagged).
+    suspect = _suspect(fields) if kind == "jsonl" else "false"
+    try:
+        _fast_source(con, path, kind, fields, max_doc_bytes, with_raw=False)
+        with _feeding(feed):
+            rows = one(con.execute(f"""INSERT INTO documents
+                SELECT doc_id, CASE WHEN ok THEN {base} + "row" + 1 ELSE -1 - "row" END, ?, "row",
+                       nullif(url, ''), {domain_sql("nullif(url, '')")}, text,
+                       sha256_hex(CASE WHEN ok THEN text ELSE '' END),
+                       CASE WHEN meta_type = 'OBJECT' THEN meta END,
+                       length(text), strlen(text), regexp_full_match(text, '\\s*')
+                FROM (SELECT "row", url, meta, meta_type, {_doc_id(name)} AS doc_id, ok,
+                             CASE WHEN error IS NULL THEN text ELSE '' END AS text
+                      FROM (SELECT *, error IS NULL AND NOT ({suspect}) AS ok
+                            FROM (SELECT *, {_field_error(fields, max_doc_bytes)} AS error FROM _src)))""",
+                                      [shard_id]))[0]
+    except duckdb.Error as e:
+        _rollback(con)
+        lake.stat(source.uri, source.endpoint)  # lake.Missing when it vanished
+        if kind != "parquet":
+            return None
+        con.execute("BEGIN")  # DuckDB is the only Parquet reader: a file it refuses is unreadable
+        return _commit_rows(con, uri, shard_id, name, fields, f"cannot read Parquet file: {_first_line(e)}")
+    if feed and feed.refused:  # damaged or truncated (DuckDB saw the bytes up to the break), or read twice
+        return None
+    bad = _settle_flagged(con, source, path, feed, uri, shard_id, base, fields, max_doc_bytes)
+    if bad is None:
+        return None
+    bad += _refuse_repeated_ids(con, feed, uri, shard_id, fields)
+    status = "partial" if bad else "ingested"
+    return ShardReport(uri, status, shard_id, rows=rows, documents=rows - bad, quarantined=bad)
+
+
+def _suspect(fields: Fields) -> str:
+    """SQL over _src: a value read as VARCHAR that DuckDB may have made of a non-string JSON value."""
+    text, url, doc_id = _coerced("text", NUMBER), _coerced("url", NUMBER), _coerced("id", NON_INTEGER)
+    return f"coalesce(({text}) OR ({url}) OR ({doc_id}), false)"
+
+
+def _settle_flagged(con, source: Source, path: str, feed: _Feed | None, uri: str, shard_id: str, base: int,
+                    fields: Fields, max_doc_bytes: int) -> int | None:
+    """The rows _insert_direct flagged (negative seq) read again, each with its raw text: a JSONL row as a JSON
+    object with its values' true types (read_json_objects), a CSV or Parquet row from the typed reader. Good
+    ones get their place in seq; bad ones go to quarantine. Returns how many were bad, or None when a flagged
+    row could not be read again (the row-by-row readers then take the shard)."""
+    flagged = [r for (r,) in con.execute('SELECT "row" FROM documents WHERE seq < 0 AND shard_id = ?',
+                                         [shard_id]).fetchall()]
+    if not flagged:
+        return 0
+    con.execute('CREATE OR REPLACE TEMP TABLE _suspects AS SELECT unnest(?::BIGINT[]) AS "row"', [flagged])
+    if source.kind == "jsonl":
+        with _feeding(feed):
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _check AS
+                SELECT "row", {_from_object("j", fields)}, left(j::VARCHAR, {RAW_CAP}) AS raw,
+                       NULL::VARCHAR AS pre_error
+                FROM (SELECT ordinality - 1 AS "row", json AS j
+                      FROM read_json_objects({literal(path)}, format = 'newline_delimited',
+                                             maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY)
+                WHERE "row" IN (SELECT "row" FROM _suspects)""")
+        if feed and feed.refused:
+            return None
+    else:
+        _fast_source(con, path, source.kind, fields, max_doc_bytes, with_raw=True)
+        con.execute('CREATE OR REPLACE TEMP TABLE _check AS SELECT * FROM _src WHERE "row" IN (SELECT "row" FROM '
+                    "_suspects)")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT "row", raw, {_field_error(fields, max_doc_bytes)} AS error FROM _check""")
+    found, unraw = one(con.execute("SELECT count(*), count(*) FILTER (error IS NOT NULL AND raw IS NULL) FROM _stage"))
+    if found != len(flagged) or unraw:
+        return None
+    con.execute(f"""UPDATE documents SET seq = {base} + "row" + 1, sha256 = sha256_hex(text)
+        WHERE seq < 0 AND shard_id = ? AND "row" IN (SELECT "row" FROM _stage WHERE error IS NULL)""", [shard_id])
+    con.execute("""INSERT INTO quarantine SELECT ?, ?, "row", raw, error FROM _stage WHERE error IS NOT NULL
+                   ORDER BY "row" """, [shard_id, uri])
+    con.execute("DELETE FROM documents WHERE seq < 0 AND shard_id = ?", [shard_id])
+    return one(con.execute("SELECT count(*) FROM _stage WHERE error IS NOT NULL"))[0]
+
+
+def _refuse_repeated_ids(con, feed: _Feed | None, uri: str, shard_id: str, fields: Fields) -> int:
+    """An id may appear once: later rows of this shard with an id seen earlier in it, and rows whose id another
+    shard brought in already, leave `documents` for quarantine (their raw text rebuilt from _src, read once more
+    only when there is such a row). Returns how many."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT m."row", m.doc_id,
+               CASE WHEN m."row" > m.first_row
+                    THEN 'duplicate id (first seen at row ' || m.first_row || ' of this shard)'
+                    ELSE 'id already ingested from shard ' || o.shard_id || ' row ' || o."row" END AS error
+        FROM (SELECT doc_id, "row", min("row") OVER (PARTITION BY doc_id) AS first_row
+              FROM documents WHERE shard_id = ?) m
+        LEFT JOIN (SELECT doc_id, shard_id, "row" FROM documents WHERE shard_id <> ?) o USING (doc_id)
+        WHERE m."row" > m.first_row OR o.doc_id IS NOT NULL""", [shard_id, shard_id])
+    n = one(con.execute("SELECT count(*) FROM _stage"))[0]
+    if n:
+        with _feeding(feed):
+            con.execute(f"""INSERT INTO quarantine
+                SELECT ?, ?, b."row", left(json_object({literal(fields.id)}, b.doc_id, {literal(fields.text)}, s.text,
+                                                       {literal(fields.url)}, s.url, {literal(fields.meta)}, s.meta
+                                                       )::VARCHAR, {RAW_CAP}), b.error
+                FROM _stage b JOIN _src s USING ("row") ORDER BY b."row" """, [shard_id, uri])
+        con.execute('DELETE FROM documents WHERE shard_id = ? AND "row" IN (SELECT "row" FROM _stage)', [shard_id])
+    return n
 
 
 def _from_object(j: str, fields: Fields) -> str:
@@ -437,31 +565,9 @@ def _build_stage(con, name: str, fields: Fields, max_doc_bytes: int) -> None:
 
 
 def _coerced(col: str, scalar: str) -> str:
-    """SQL: the value looks like DuckDB's VARCHAR cast of a non-string JSON value (see _recheck)."""
+    """SQL: the value looks like DuckDB's VARCHAR cast of a non-string JSON value (see _settle_flagged)."""
     return (f"regexp_full_match({col}, '{scalar}|true|false') OR "
             f"((starts_with({col}, '[') OR starts_with({col}, '{{')) AND json_valid({col}))")
-
-
-def _recheck(con, path: str, fields: Fields, max_doc_bytes: int) -> None:
-    """DuckDB turns a JSON number, boolean, array or object into text when asked for VARCHAR. Rows whose
-    values could have been such, and rows already in error, are re-read as JSON objects: the wrongly typed
-    ones get their error, and every bad row its raw text."""
-    rows = con.execute('SELECT "row" FROM _stage WHERE error IS NOT NULL OR suspect').fetchall()
-    if not rows:
-        return
-    con.execute("CREATE OR REPLACE TEMP TABLE _suspects AS SELECT unnest(?::BIGINT[]) AS \"row\"",
-                [[r[0] for r in rows]])
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _check AS
-        SELECT "row", {_from_object("j", fields)}, left(j::VARCHAR, {RAW_CAP}) AS raw, NULL::VARCHAR AS pre_error
-        FROM (SELECT ordinality - 1 AS "row", json AS j
-              FROM read_json_objects({literal(path)}, format = 'newline_delimited',
-                                     maximum_object_size = {max_doc_bytes + 65536}) WITH ORDINALITY)
-        WHERE "row" IN (SELECT "row" FROM _suspects)""")
-    con.execute(f"""UPDATE _stage SET error = c.error, raw = c.raw
-        FROM (SELECT "row", raw, {_field_error(fields, max_doc_bytes)} AS error FROM _check) c
-        WHERE _stage."row" = c."row" AND c.error IS NOT NULL""")
-    con.execute("DROP TABLE _suspects")
-    con.execute("DROP TABLE _check")
 
 
 def _path(name: str) -> str:
@@ -470,7 +576,7 @@ def _path(name: str) -> str:
 
 
 def _fast_source(con, path, kind, fields, max_doc_bytes, with_raw) -> None:
-    """_src straight from DuckDB's readers (values typed VARCHAR; see _recheck for JSONL)."""
+    """_src straight from DuckDB's readers (values typed VARCHAR; see _settle_flagged for JSONL)."""
     roles = [(r, getattr(fields, r)) for r in ROLES]
     src = literal(path)
     if kind == "jsonl":
@@ -607,7 +713,9 @@ def _commit_rows(con, uri, shard_id, name, fields, whole_file_error) -> ShardRep
 
 def _sha256_hex(texts: pa.Array) -> pa.Array:
     """SHA-256 of each UTF-8 text, by hashlib over slices of the Arrow buffer: with the CPU's SHA
-    instructions it is three times DuckDB's own sha256() here, and it leaves the GIL while it hashes."""
+    instructions it is three times DuckDB's own sha256() here, and it leaves the GIL while it hashes.
+    Do not wrap its result in coalesce(): DuckDB 1.5 then reads the returned strings after their Arrow buffer
+    is gone (seen: NUL bytes in place of the first 16 hex digits); tests/test_ingest.py checks every hash."""
     arr = texts.cast(pa.large_binary())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -632,6 +740,76 @@ def domain_sql(url: str) -> str:
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class _Feed:
+    """A compressed JSONL shard's bytes, decompressed by `_chunks` in a thread and written into a named pipe that
+    DuckDB's read_json reads as a stream: one decompression that also checks the stream (gzip's CRC and length,
+    zstd's checksum, truncation), instead of a checking pass before DuckDB's own, and the way a compressed
+    remote shard reaches DuckDB at all (it does not decompress through a registered filesystem). Nothing is
+    written to disk.
+
+    Each statement that reads the shard runs inside `session()`, which feeds the pipe once. DuckDB 1.5 opens a
+    JSON file once per scan (a CSV file several times, so CSV is not fed this way). The read is `refused` (the
+    caller then reads the shard row by row) when the stream turns out damaged (DuckDB read the bytes up to the
+    break) or when DuckDB let go of the pipe before its end while its statement succeeded (it read part of the
+    stream in one open); an open after the stream's end finds the pipe empty rather than waiting for ever."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.dir = tempfile.mkdtemp(prefix="curate-feed-")
+        self.path = os.path.join(self.dir, "shard.jsonl")
+        os.mkfifo(self.path, 0o600)
+        self.refused = False
+
+    def __enter__(self) -> _Feed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        done = threading.Event()
+        state: dict = {"opened": False, "cut": False, "error": None, "raise": None}
+        writer = threading.Thread(target=self._write, args=(done, state), name="curate-ingest-feed", daemon=True)
+        writer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if not state["opened"]:  # DuckDB never opened the pipe (its statement failed first): let the writer go
+                with contextlib.suppress(OSError):
+                    os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK))
+            writer.join()
+        if state["raise"] is not None:
+            raise state["raise"]  # e.g. lake.Missing: the object vanished while it was being read
+        self.refused = self.refused or state["error"] is not None or state["cut"]
+
+    def _write(self, done: threading.Event, state: dict) -> None:
+        try:
+            with open(self.path, "wb") as pipe:  # waits until DuckDB opens the pipe
+                state["opened"] = True
+                with contextlib.suppress(OSError):  # 64 KiB by default: 1 MiB took 1.05 s to 0.74 s per 200 MB
+                    fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+                if not done.is_set():
+                    for chunk in _chunks(self.source):
+                        pipe.write(chunk)
+        except BrokenPipeError:
+            state["cut"] = True  # DuckDB stopped reading before the end
+        except CorruptStream as e:
+            state["error"] = str(e)
+        except Exception as e:  # noqa: BLE001 - raised again in the statement's thread
+            state["raise"] = e
+        while not done.wait(0.005):  # a reader opening the pipe now gets its end at once
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                continue  # ENXIO: no reader
+
+
+def _feeding(feed: _Feed | None):
+    return feed.session() if feed else contextlib.nullcontext()
 
 
 # -- the row-by-row readers -----------------------------------------------------------------------

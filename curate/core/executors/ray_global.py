@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -211,13 +212,11 @@ def read_all(uris: Sequence[str], schema: pa.Schema) -> pa.Table:
 
 
 def _node() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()[:12]
-    except ImportError:
-        pass
+    """The Ray node a task runs on, or "driver". Never imports Ray: Ray reads its settings (the loopback switch,
+    token auth) once, at import, and a driver that imported it here before joining a cluster was refused."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()[:12]
     return "driver"
 
 

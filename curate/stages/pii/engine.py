@@ -55,12 +55,18 @@ RELOAD_EVERY = 100_000  # texts; spaCy's string store only grows, so the model i
 
 # A regex every text holding a finding of Presidio's recognizer for the entity matches (derived from
 # Presidio 2.2's patterns, which match case-insensitively): without a match the recognizer is not run.
+# Each is a necessary part of every pattern of its recognizer: a card number is 4 digits, an optional
+# separator and 3 or 4 more; every SSN pattern holds 3 digits, an optional '-', ' ' or '.', and 2 more; an
+# IPv4 address (also inside the mapped and embedded IPv6 forms) holds d.d.d.d, and every IPv6 form two
+# colons with at most 4 hex digits between them. On short man-page and changelog documents the IP
+# recognizer ran on 1,251 of 3,000 documents with the old `\d\.\d|[0-9A-Fa-f]:|::` and runs on 99.
 TRIGGERS = {
-    "CREDIT_CARD": r"\d{4}",
-    "US_SSN": r"\d{3}",
+    "CREDIT_CARD": r"\d{4}[- ]?\d{3}",
+    "US_SSN": r"\d{3}[- .]?\d{2}",
     "IBAN_CODE": r"(?i)[A-Z]{2}\d{2}",
-    "IP_ADDRESS": r"\d\.\d|[0-9A-Fa-f]:|::",
+    "IP_ADDRESS": r"\d\.\d{1,3}\.\d{1,3}\.\d|:[0-9A-Fa-f]{0,4}:",
     "EMAIL_ADDRESS": r"@",
+    "CRYPTO": r"(?i)[13][a-z0-9]{25}",  # '1', '3' or 'bc1', then 25 or more of the base58/bech32 characters
 }
 
 
@@ -141,6 +147,80 @@ class CachedPhoneMatcher(phonenumbers.PhoneNumberMatcher):
         return None if number is None else phonenumbers.PhoneNumberMatch(offset, candidate, number)
 
 
+def required_literals(pattern: str) -> list[tuple[str, bool]] | None:
+    """Strings of which every match of the regex holds one, each with whether it matches without regard to
+    case (then it is given case-folded); None when that cannot be told (a construct Python's own regex parser
+    does not read, or a branch with no literal at all). Read from the parse tree: in a sequence, each run of
+    parts that match one of a few known strings ('gh', [pousr], '_' give 'ghp_', 'gho_', ...), a group, a
+    repeat of at least one; for an alternation, one string of each branch. Of a sequence's candidates the one
+    whose shortest string is longest is kept."""
+    import re._constants as C
+    import re._parser as P
+
+    try:  # group names may repeat in `regex` (the connection-string entry has two `secret` groups)
+        tree = P.parse(regex.sub(r"(?<!\\)\(\?P<\w+>", "(?:", pattern))
+    except Exception:  # noqa: BLE001 (any construct `re` does not know: no gate, the regex always runs)
+        return None
+    most = 64  # strings an exact set may hold
+
+    def flags(ci: bool, av) -> bool:
+        return (ci or bool(av[1] & C.SRE_FLAG_IGNORECASE)) and not av[2] & C.SRE_FLAG_IGNORECASE
+
+    def exact(op, av, ci: bool) -> tuple[set[str], bool] | None:
+        """The strings this part matches, when they are few and known, and whether case is ignored in it."""
+        if op is C.LITERAL:
+            return {chr(av)}, ci
+        if op is C.IN and all(o is C.LITERAL for o, _ in av) and len(av) <= 8:
+            return {chr(a) for _, a in av}, ci
+        if op is C.SUBPATTERN:
+            return exact_seq(av[3], flags(ci, av))
+        if op is C.BRANCH:
+            parts = [exact_seq(b, ci) for b in av[1]]
+            if any(x is None for x in parts):
+                return None
+            return set().union(*(x for x, _ in parts)), any(c for _, c in parts)
+        return None
+
+    def exact_seq(items, ci: bool) -> tuple[set[str], bool] | None:
+        out, any_ci = {""}, False
+        for op, av in items:
+            part = exact(op, av, ci)
+            if part is None or len(out) * len(part[0]) > most:
+                return None
+            out, any_ci = {a + b for a in out for b in part[0]}, any_ci or part[1]
+        return out, any_ci
+
+    def seq(items, ci: bool) -> list[tuple[str, bool]] | None:
+        found: list[list[tuple[str, bool]]] = []
+        run, run_ci = {""}, False  # a run with any part matched without regard to case is compared folded
+        for op, av in list(items) + [(None, None)]:
+            part = exact(op, av, ci) if op is not None else None
+            if part is not None and len(run) * len(part[0]) <= most:
+                run, run_ci = {a + b for a in run for b in part[0]}, run_ci or part[1]
+                continue
+            if "" not in run:
+                found.append([(x.casefold() if run_ci else x, run_ci) for x in sorted(run)])
+            run, run_ci = part if part is not None else ({""}, False)
+            if part is not None:
+                continue
+            if op is C.SUBPATTERN:
+                inner = seq(av[3], flags(ci, av))
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT) and av[0] >= 1:
+                inner = seq(av[2], ci)
+            elif op is C.ATOMIC_GROUP:
+                inner = seq(av, ci)
+            elif op is C.BRANCH:
+                branches = [seq(b, ci) for b in av[1]]
+                inner = None if any(b is None for b in branches) else [x for b in branches for x in b]
+            else:
+                inner = None
+            if inner:
+                found.append(inner)
+        return max(found, key=lambda c: (min(len(x) for x, _ in c), -len(c)), default=None)
+
+    return seq(tree, bool(tree.state.flags & C.SRE_FLAG_IGNORECASE))
+
+
 class SecretRecognizer(PatternRecognizer):
     """One [[secrets]] entry: its regex (the `secret` group, when there is one, is the span, so a key's
     name stays readable); values matching `ignore` are placeholders, not secrets."""
@@ -153,6 +233,22 @@ class SecretRecognizer(PatternRecognizer):
         self.compiled = regex.compile(spec["regex"], regex.MULTILINE)
         self.ignore = regex.compile(spec["ignore"]) if spec.get("ignore") else None
         self.group = "secret" if "secret" in self.compiled.groupindex else 0
+        self.literals = required_literals(spec["regex"])
+
+    def may_match(self, text: str) -> bool:
+        """False only when the text holds none of the literals every match of the regex holds (a substring
+        test: the connection-string regex alone scanned a short document in 0.1 ms, a third of all secrets)."""
+        if self.literals is None:
+            return True
+        folded = None
+        for literal, ignore_case in self.literals:
+            if not ignore_case and literal in text:
+                return True
+            if ignore_case:
+                folded = text.casefold() if folded is None else folded
+                if literal in folded:
+                    return True
+        return False
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
         pattern = self.patterns[0]
@@ -326,13 +422,21 @@ def _min_phone_digits(region: str) -> int:
 # digits with phonenumbers' punctuation between them: each of its candidates lies within one such run
 _DIGIT_RUN = regex.compile(r"[+(\uFF0B\uFF08]?\p{Nd}(?:[\p{Nd}\-x\u2010-\u2015\u2212\u30FC\uFF0D-\uFF0F \u00A0"
                            r"\u00AD\u200B\u2060\u3000()\uFF08\uFF09\uFF3B\uFF3D.\[\]/~\u2053\u223C\uFF5E]*\p{Nd})?")
+_RUN_GAP = ("[\\-x\u2010-\u2015\u2212\u30FC\uFF0D-\uFF0F \u00A0\u00AD\u200B\u2060\u3000()"
+            "\uFF08\uFF09\uFF3B\uFF3D.\\[\\]/~\u2053\u223C\uFF5E]")  # the same punctuation, digits left out
 
 
 def _digit_runs(text: str) -> list[tuple[int, int, int]]:
     return [(m.start(), m.end(), sum(c.isdigit() for c in m.group())) for m in _DIGIT_RUN.finditer(text)]
 
 
-_CAPITALISED = regex.compile(r"(?<![\p{L}\p{N}_'.\-/@])\p{Lu}[\p{L}'\u2019\-]*\p{Ll}\p{L}*")
+# a capitalised word standing alone: not glued to a digit, '_', '@' or '/' on either side ('IPv6', 'GPLv3')
+_CAPITALISED = regex.compile(r"(?<![\p{L}\p{N}_'.\-/@])\p{Lu}[\p{L}'\u2019\-]*+(?![\p{N}_@/])")
+# a part of a word (between hyphens and apostrophes) written as an identifier or an acronym: two capitals
+# first ('URIs', 'IDs', 'CMake') or a capital after a small letter ('FileCheck', 'OpenSSL'), unless after a
+# name prefix ('McDonald', 'DeVito', 'MacArthur')
+_NOT_NAME_PART = regex.compile(r"\p{Lu}\p{Lu}|\p{Ll}(?<!^(?:Mc|Mac|De|Di|Da|Du|La|Le|Van|Von|Fitz))\p{Lu}")
+_WORD_PARTS = regex.compile(r"[\-'\u2019]")
 _SENTENCE_START = regex.compile(r"(?:^|[.!?]\s)[\s*\-+#>\"'(\[\u2022]*$")
 _AFTER_DETERMINER = regex.compile(r"(?i:\b(?:the|a|an|this|that|these|those|any|each|every|our|your|its|their|no"
                                   r"|such|all|some))\s+(?:\p{Lu}[\p{L}'\-]*\s+)*$")
@@ -342,10 +446,12 @@ CAPITALISED_STOP_WORDS = frozenset(w.capitalize() for w in STOP_WORDS)
 
 def name_lines(text: str) -> list[tuple[int, int]]:
     """(start, end) of the runs of lines worth giving to NER: those with a capitalised word that could be
-    a name. Not: a stop word; the first word of a line or sentence (a name there is found by its other
-    capitalised word); a word after a determiner ('the Free Software Foundation'); a word the text also
-    writes in lower case ('License' next to 'license'). The known miss: a one-word name opening a
-    sentence."""
+    a name. Not: a word glued to a digit ('IPv6'), an acronym or identifier ('URIs', 'FileCheck': a fifth of
+    the candidate lines of short man-page and changelog documents); a stop word; the first word of a line or
+    sentence (a name there is found by its other capitalised word); a word after a determiner ('the Free
+    Software Foundation'); a word the text also writes in lower case ('License' next to 'license'). The known
+    misses: a one-word name opening a sentence, a camel-case name without a usual prefix ('DeShawn' is
+    read, 'LaToya' is read, 'JoAnn' is not)."""
     lower: set[str] | None = None
     out: list[tuple[int, int]] = []
     pos = 0
@@ -353,6 +459,8 @@ def name_lines(text: str) -> list[tuple[int, int]]:
         end = pos + len(line)
         for m in _CAPITALISED.finditer(line):
             word = m.group()
+            if word.isupper() or any(_NOT_NAME_PART.search(w) for w in _WORD_PARTS.split(word)):
+                continue
             if word in CAPITALISED_STOP_WORDS or _SENTENCE_START.search(line, 0, m.start()):
                 continue
             if _AFTER_DETERMINER.search(line, max(0, m.start() - 60), m.start()):
@@ -521,6 +629,9 @@ _CUT = regex.compile(rf"[{INVISIBLE}]+|(?<=\S)</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>\n
                      r"|(?<=\w[\-_])\n[ \t]*(?=[\w.\-]+@\w)"
                      r"|(?<=@[\w\-]+(?:\.[\w\-]+)*\.)\n[ \t]*(?=[a-z0-9][a-z0-9\-]*(?:\.[a-z0-9\-]+)*(?![\w@.]))"
                      r"|(?<=@[\w\-]+(?:\.[\w\-]+)*)\n[ \t]*(?=\.[a-z0-9])")
+# What every cut holds (a superset, scanned much faster than _CUT: its look-behinds are tried at every
+# position): an invisible character, a '<', an '@', or digits either side of a line break.
+_MAY_CUT = regex.compile(rf"[{INVISIBLE}<@]|\d[\-.]?[ \t]*\n[ \t]*\d")
 JOINED_ENTITIES = ("CREDIT_CARD", "IBAN_CODE", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS", "CRYPTO")
 
 
@@ -615,7 +726,7 @@ def add_structural_names(text: str, results: list[RecognizerResult]) -> list[Rec
 class BatchAnalyzer:
     """Analyzes many documents at a time: `analyze_batch(texts)` gives each one's spans."""
 
-    def __init__(self, spec: dict[str, Any], batch_size: int = 64):
+    def __init__(self, spec: dict[str, Any], batch_size: int = 256):
         self.language = spec.get("language", "en")
         self.engine = analyzer(spec, fast=True)
         self.nlp = self.engine.nlp_engine.get_nlp(self.language)
@@ -626,6 +737,14 @@ class BatchAnalyzer:
         self.entities = sorted({e for r in recs for e in r.supported_entities})
         self.ner_entities = {e for r in recs if isinstance(r, SpacyRecognizer) for e in r.supported_entities}
         self.triggers = {e: regex.compile(t) for e, t in TRIGGERS.items() if e in self.entities}
+        self.secrets = {r.supported_entities[0]: r for r in recs if isinstance(r, SecretRecognizer)}
+        # types only NER finds (Presidio's spaCy recognizer also lists PHONE_NUMBER, which its patterns find)
+        self.ner_only = self.ner_entities - {e for r in recs if not isinstance(r, SpacyRecognizer)
+                                             for e in r.supported_entities}
+        # a phone number is a digit run at least as long as the shortest valid number of a searched region
+        regions = [reg for r in recs if isinstance(r, PhoneRecognizer) for reg in r.supported_regions]
+        least = min((_min_phone_digits(reg) for reg in regions), default=1)
+        self.phone_trigger = regex.compile(rf"\p{{Nd}}(?:{_RUN_GAP}*\p{{Nd}}){{{least - 1}}}")
         cfg = self.engine.nlp_engine.ner_model_configuration
         self.labels, self.ignored, self.ner_score = (cfg.model_to_presidio_entity_mapping, set(cfg.labels_to_ignore),
                                                      cfg.default_score)
@@ -638,9 +757,10 @@ class BatchAnalyzer:
                   for i, a, b, _, _ in pieces]
         entities = self._ner([t for t, _ in ner_in])
         out: list[set[Span]] = [set() for _ in texts]
-        for (i, start, end, own_start, own_end), (_, segments), ents in zip(pieces, ner_in, entities, strict=True):
+        for (i, start, end, own_start, own_end), (_, segments), found in zip(pieces, ner_in, entities, strict=True):
             text = texts[i][start:end]
-            for r in self._analyze(text, _map_back(ents, segments)):
+            ents = _map_back(found, segments)
+            for r in self._analyze(text, ents):
                 if own_start <= start + r.start < own_end:
                     out[i].add(Span(r.entity_type, start + r.start, start + r.end, round(float(r.score), 4),
                                     r.recognition_metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "")))
@@ -649,9 +769,12 @@ class BatchAnalyzer:
 
     @staticmethod
     def _ner_input(text: str) -> tuple[str, list[tuple[int, int, int]]]:
-        """The lines worth NER joined by blank lines, and (joined start, text start, length) per run."""
+        """The lines worth NER joined by blank lines, and (joined start, text start, length) per run: NER reads
+        a document's runs together, as each run's neighbours help the model (read alone, 2 of 1,110 labelled
+        names were missed in benchmarks/pii_quality.py)."""
         parts, segments, pos = [], [], 0
         for s, e in name_lines(text):
+            s = e - len(text[s:e].lstrip(" \t"))  # the model misses 'Florian Weimer' after an indentation
             parts.append(text[s:e])
             segments.append((pos, s, e - s))
             pos += e - s + 2
@@ -671,11 +794,24 @@ class BatchAnalyzer:
             self.cache[text] = tuple(e for e in ents if e[2] in self.ner_entities and e[2] not in self.ignored)
         return [self.cache[t] if t else () for t in texts]
 
+    def _wanted(self, text: str, has_entities: bool) -> list[str]:
+        """The entity types a recognizer could find in the text: not those whose trigger does not occur, no
+        secret whose literals do not occur, no NER type without NER entities."""
+        return [e for e in self.entities
+                if (e not in self.triggers or self.triggers[e].search(text))
+                and (e not in self.secrets or self.secrets[e].may_match(text))
+                and (e != "PHONE_NUMBER" or self.phone_trigger.search(text))
+                and (e not in self.ner_only or has_entities)]
+
     def _analyze(self, text: str, ents: list[Entity]) -> list[RecognizerResult]:
-        """Presidio's analyze over one text, handed our NER entities; untriggered recognizers left out."""
-        wanted = [e for e in self.entities if e not in self.triggers or self.triggers[e].search(text)]
-        arts = Artifacts(text, ents, [self.ner_score] * len(ents), self.engine.nlp_engine, self.language)
-        found = fix(text, self.engine.analyze(text, self.language, entities=wanted, nlp_artifacts=arts))
+        """Presidio's analyze over one text, handed our NER entities; untriggered recognizers left out, and
+        Presidio not called at all when none is left (most short documents: its fixed cost per call, context
+        enhancer and result checks, was a fifth of the stage's time on them)."""
+        wanted = self._wanted(text, bool(ents))
+        found = []
+        if wanted:
+            arts = Artifacts(text, ents, [self.ner_score] * len(ents), self.engine.nlp_engine, self.language)
+            found = fix(text, self.engine.analyze(text, self.language, entities=wanted, nlp_artifacts=arts))
         if "PERSON" in self.ner_entities:
             found = add_structural_names(text, found)
         return self._across_cuts(text, found)
@@ -683,7 +819,7 @@ class BatchAnalyzer:
     def _across_cuts(self, text: str, found: list[RecognizerResult]) -> list[RecognizerResult]:
         """Findings of the pattern types across a cut (`joined`), at their offsets in the text; a finding of
         the plain pass inside one of the same type (the part of an e-mail after a soft hyphen) gives way."""
-        if not _CUT.search(text):
+        if not _MAY_CUT.search(text) or not _CUT.search(text):
             return found
         extra: list[RecognizerResult] = []
         for lo, hi in _region(text, [(m.start(), m.end()) for m in _CUT.finditer(text)]):
@@ -691,8 +827,7 @@ class BatchAnalyzer:
             if piece is None:
                 continue
             clean, where, cuts = piece
-            wanted = [e for e in JOINED_ENTITIES if e in self.entities
-                      and (e not in self.triggers or self.triggers[e].search(clean))]
+            wanted = [e for e in self._wanted(clean, False) if e in JOINED_ENTITIES]
             if not wanted:
                 continue
             arts = Artifacts(clean, [], [], self.engine.nlp_engine, self.language)

@@ -35,6 +35,9 @@ _LOADED: dict[tuple, Any] = {}  # one BatchAnalyzer per process (loading the mod
 ENGLISH = ("en",)  # quality.lang values on which English NER runs (NULL: unknown, treated as English)
 
 
+_DEBRIS = regex.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")  # control characters but tab and line ends; U+FFFD
+
+
 class PiiError(RuntimeError):
     """A recognizer failed on a document; the message names the error type only, never the text."""
 
@@ -44,8 +47,7 @@ def is_binary(text: str) -> bool:
     if not text:
         return False
     sample = text[:20_000]
-    bad = sum(1 for c in sample if (c < " " and c not in "\t\n\r") or c == "\ufffd")
-    return bad > 0.05 * len(sample)
+    return len(_DEBRIS.findall(sample)) > 0.05 * len(sample)
 
 
 @register
@@ -55,7 +57,8 @@ class PiiDetector(Detector):
     audit = "curate.stages.pii.audit"
     preload = ("curate.stages.pii.engine",)
     throughput = 0.15e6  # chars/s on one core, measured on data/samples
-    version = "2"  # 2: values across cuts, SSN/phone/postal resolution, meta fields' values, trailer names
+    version = "3"  # 2: values across cuts, SSN/phone/postal resolution, meta fields' values, trailer names; 3: NER
+    # input without identifiers and acronyms, indentation left out (fewer false PERSONs, one more name found)
     tables = {
         "pii_spans": """CREATE TABLE pii_spans (
             doc_id VARCHAR NOT NULL,
@@ -84,7 +87,7 @@ class PiiDetector(Detector):
         """`[stages.pii]`: how to detect. What a finding means is policy: the `[pii]` section."""
 
         recognizers: str = DEFAULT_RECOGNIZERS  # the recognizers file, relative to rules/ unless absolute
-        batch_size: int = 64  # texts per spaCy batch
+        batch_size: int = 256  # texts (runs of lines) per spaCy batch: 11% less NER time than 64, measured
         ner_languages: tuple[str, ...] = ENGLISH  # quality.lang values NER runs on (NULL: unknown, run)
         # meta keys whose values are personal (their dotted paths, any case): where such a value stands in the
         # document's own text it is a span of its type (an e-mail address, else PERSON), score 1.0, recognizer

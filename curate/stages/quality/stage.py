@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from curate.core.errors import ConfigError
 from curate.core.stage import Detector, StageConfig, register
-from curate.stages.quality.metrics import METRICS, Settings, metrics
+from curate.stages.quality.metrics import METRICS, Settings, columns
 from curate.stages.quality.model import Classifier, lid_model_path, resolve
 from curate.stages.quality.words import Words
 from curate.util.assets import file_asset
@@ -119,9 +119,10 @@ class Quality(Detector):
             self._lid = Classifier(lid_model_path())
             if (m := self.model_path()) is not None:
                 self._model = Classifier(m, self.settings.model_label)
-        cols: dict[str, Any] = metrics(texts, self.definitions, self._words)
-        cols["lang"], cols["lang_score"] = self._lid.top(texts)
-        cols["quality_score"] = self._model.prob(texts) if self._model else [None] * len(texts)
-        types = {**METRICS, **LANG_COLUMNS}
-        return pa.table({"doc_id": batch.column("doc_id"),
-                         **{k: pa.array(v, _ARROW[types[k]]) for k, v in cols.items()}})
+        cols = {k: pa.array(v, _ARROW[METRICS[k]], mask=None if ok is None else ~ok)
+                for k, (v, ok) in columns(texts, self.definitions, self._words).items()}
+        lang, lang_score = self._lid.top(texts)
+        cols["lang"], cols["lang_score"] = pa.array(lang, pa.string()), pa.array(lang_score, pa.float64())
+        score = self._model.prob(texts) if self._model else [None] * len(texts)
+        cols["quality_score"] = pa.array(score, pa.float64())
+        return pa.table({"doc_id": batch.column("doc_id"), **cols})
