@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,13 +45,22 @@ def write_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, subset: st
     if subset is not None:
         columns = build_signals_view(con, ruleset.raw, only=subset)
     sql = decisions_sql(ruleset, columns, source="signals" if subset is None else "signals_subset")
+    delete = None if subset is None else f"doc_id IN (SELECT doc_id FROM {subset})"
+    summary = replace_decisions(con, ruleset, lambda: con.execute(f"INSERT INTO decisions {sql}"), delete)
+    con.execute("DROP VIEW IF EXISTS signals_subset")
+    log.event("policy", rules=str(ruleset.path), rules_sha256=ruleset.sha256, subset=subset is not None,
+              by_action=summary.by_action, seconds=round(time.monotonic() - started, 3))
+    return summary
+
+
+def replace_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, fill: Callable[[], object],
+                      where: str | None = None) -> DecideSummary:
+    """In one transaction: delete the decisions (all, or those matching `where`), `fill()` inserts the new ones,
+    check one decision per document and record the policy run. Every engine's policy ends here."""
     con.execute("BEGIN")
     try:
-        if subset is None:
-            con.execute("DELETE FROM decisions")
-        else:
-            con.execute(f"DELETE FROM decisions WHERE doc_id IN (SELECT doc_id FROM {subset})")
-        con.execute(f"INSERT INTO decisions {sql}")
+        con.execute("DELETE FROM decisions" + (f" WHERE {where}" if where else ""))
+        fill()
         n_docs, n_dec, n_rows = one(con.execute(
             "SELECT (SELECT count(*) FROM documents), (SELECT count(DISTINCT doc_id) FROM decisions), "
             "(SELECT count(*) FROM decisions)"))
@@ -63,12 +72,9 @@ def write_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, subset: st
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("DROP VIEW IF EXISTS signals_subset")
     by_action = dict(con.execute("SELECT action, count(*) FROM decisions GROUP BY 1 ORDER BY 1").fetchall())
     by_rule = dict(con.execute(
         "SELECT r, count(*) FROM (SELECT unnest(rule_ids) AS r FROM decisions) GROUP BY 1 ORDER BY 1").fetchall())
-    log.event("policy", rules=str(ruleset.path), rules_sha256=ruleset.sha256, subset=subset is not None,
-              by_action=by_action, seconds=round(time.monotonic() - started, 3))
     return DecideSummary(ruleset, by_action, by_rule)
 
 

@@ -266,30 +266,15 @@ def redacted_hashes(uri: str, out: str) -> str:
 
 def _load_decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, uris: list[str]) -> Any:
     """`decisions` replaced by the tasks' rows in one transaction, with `write_decisions`' checks."""
-    from curate.core.pipeline import DecideSummary
+    from curate.core.pipeline import replace_decisions
 
-    con.execute("BEGIN")
-    try:
-        con.execute("DELETE FROM decisions")
+    def fill() -> None:
         for uri in uris:
             con.register("_decision_rows", read(uri))
             con.execute("INSERT INTO decisions SELECT doc_id, action, rule_ids, reasons FROM _decision_rows")
             con.unregister("_decision_rows")
-        n_docs, n_dec, n_rows = one(con.execute(
-            "SELECT (SELECT count(*) FROM documents), (SELECT count(DISTINCT doc_id) FROM decisions), "
-            "(SELECT count(*) FROM decisions)"))
-        if not n_docs == n_dec == n_rows:
-            raise RuntimeError("the signals view does not give one row per document: a stage's signals "
-                               "query must group by doc_id")
-        con.execute("INSERT INTO policy_runs VALUES (?, ?, now()::TIMESTAMP)", [ruleset.sha256, str(ruleset.path)])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    by_action = dict(con.execute("SELECT action, count(*) FROM decisions GROUP BY 1 ORDER BY 1").fetchall())
-    by_rule = dict(con.execute(
-        "SELECT r, count(*) FROM (SELECT unnest(rule_ids) AS r FROM decisions) GROUP BY 1 ORDER BY 1").fetchall())
-    return DecideSummary(ruleset, by_action, by_rule)
+
+    return replace_decisions(con, ruleset, fill)
 
 
 def _assemble(uris: list[str], outputs: pa.Table) -> pa.Table:
